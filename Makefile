@@ -1,0 +1,23 @@
+# Two entry points for a fresh machine (see README): `make demo` and `make test`.
+# Both install into the project-local virtualenv .venv and reinstall when pyproject.toml changes.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test,celery]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(BIN)/contact-import demo
+
+# The whole suite, slow tests included, on every core; --dist loadgroup keeps tests that share a
+# live server on one worker.
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest -n auto --dist loadgroup -ra $(PYTEST_ARGS)

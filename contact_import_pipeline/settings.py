@@ -1,0 +1,64 @@
+"""Limits and defaults in one place, each with the reason for its value.
+
+Every limit can be overridden with the environment variable named beside it; the README lists them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    return int(value) if value else default
+
+
+# Largest CSV accepted, in bytes. 512 MiB holds several million contact rows (a 1M-row export is
+# ~110 MB) while keeping one import's memory well under the 1 GiB step budget.
+MAX_FILE_BYTES_ENV = "CONTACT_IMPORT_MAX_FILE_BYTES"
+DEFAULT_MAX_FILE_BYTES = 512 * 1024 * 1024
+
+# Most columns accepted. Real CRM exports have at most ~250 (Outlook desktop: 92, Salesforce: ~60);
+# 1,000 leaves room while refusing generated garbage that would blow up memory.
+MAX_COLUMNS_ENV = "CONTACT_IMPORT_MAX_COLUMNS"
+DEFAULT_MAX_COLUMNS = 1000
+
+# Longest field, in characters. Notes and addresses stay far below 10,000; a longer field is
+# almost always a broken quote that swallowed following lines.
+MAX_FIELD_CHARS_ENV = "CONTACT_IMPORT_MAX_FIELD_CHARS"
+DEFAULT_MAX_FIELD_CHARS = 10_000
+
+# Rows per insert batch. Each batch is one Dagster step (~0.5 s to start with forkserver), so a
+# batch must be large enough that a million rows make tens of steps, not thousands.
+DEFAULT_BATCH_SIZE = 25_000
+
+# Batches running at once inside one run, as in the reference design.
+MAX_CONCURRENT_BATCHES = 5
+
+# Errors kept in run metadata and progress (the reference design's "first 10 errors").
+FIRST_ERRORS = 10
+
+# Region used for national phone numbers when the row has no country column.
+DEFAULT_REGION = "US"
+
+# Dagster pool that limits database writers across all runs.
+CONTACTS_DB_POOL = "contacts_db"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps applied while reading one file."""
+
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    max_columns: int = DEFAULT_MAX_COLUMNS
+    max_field_chars: int = DEFAULT_MAX_FIELD_CHARS
+
+    @classmethod
+    def from_env(cls) -> "Limits":
+        """Limits with any environment overrides applied."""
+        return cls(
+            max_file_bytes=_env_int(MAX_FILE_BYTES_ENV, DEFAULT_MAX_FILE_BYTES),
+            max_columns=_env_int(MAX_COLUMNS_ENV, DEFAULT_MAX_COLUMNS),
+            max_field_chars=_env_int(MAX_FIELD_CHARS_ENV, DEFAULT_MAX_FIELD_CHARS),
+        )
