@@ -72,6 +72,15 @@ def _check_safe(key: str) -> None:
         raise UnsafeKeyError(f"key {key!r} has an empty, '.' or '..' segment")
 
 
+def check_safe_key(key: str) -> str:
+    """Return ``key`` if it cannot climb out of its folder or smuggle separators; else raise.
+
+    Public so storage backends refuse the same keys the parser refuses, for any folder.
+    """
+    _check_safe(key)
+    return key
+
+
 def parse_import_key(key: str) -> ImportKey:
     """Parse ``<workspace_id>/imports/<name>.csv``; raise UnsafeKeyError for anything else."""
     _check_safe(key)

@@ -62,3 +62,46 @@ class Limits:
             max_columns=_env_int(MAX_COLUMNS_ENV, DEFAULT_MAX_COLUMNS),
             max_field_chars=_env_int(MAX_FIELD_CHARS_ENV, DEFAULT_MAX_FIELD_CHARS),
         )
+
+
+# New-file sensor. 15 s between ticks keeps an upload's wait short while a listing of a few
+# thousand keys stays far below the daemon's 60 s tick timeout; tests set 2 s.
+SENSOR_INTERVAL_ENV = "CONTACT_SENSOR_INTERVAL_SECONDS"
+DEFAULT_SENSOR_INTERVAL_SECONDS = 15
+# Runs one tick may request. The daemon creates ~4 runs/s on a small host, so 50 runs keep a tick
+# near 15 s; a bigger drop is requested oldest first over the following ticks.
+SENSOR_MAX_RUNS_ENV = "CONTACT_SENSOR_MAX_RUNS_PER_TICK"
+DEFAULT_SENSOR_MAX_RUNS_PER_TICK = 50
+# A local file must be unchanged between two ticks and this old before it is imported, so a copy
+# still in progress (or paused for a moment) is never read half-written. S3 uploads are atomic.
+SENSOR_SETTLE_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class SensorSettings:
+    """How often the new-file sensor looks and how much one tick may launch."""
+
+    interval_seconds: int = DEFAULT_SENSOR_INTERVAL_SECONDS
+    max_runs_per_tick: int = DEFAULT_SENSOR_MAX_RUNS_PER_TICK
+    settle_seconds: float = SENSOR_SETTLE_SECONDS
+
+    @classmethod
+    def from_env(cls) -> "SensorSettings":
+        """Settings with any environment overrides applied."""
+        return cls(
+            interval_seconds=_env_int(SENSOR_INTERVAL_ENV, DEFAULT_SENSOR_INTERVAL_SECONDS),
+            max_runs_per_tick=_env_int(SENSOR_MAX_RUNS_ENV, DEFAULT_SENSOR_MAX_RUNS_PER_TICK),
+        )
+
+
+# Largest options sidecar (<file>.csv.json) read. Real options are a few hundred bytes; the cap
+# stops a mistaken upload of a big file under that name from being parsed as JSON.
+MAX_OPTIONS_BYTES = 64 * 1024
+
+# Fetching a CSV from a URL: seconds without progress before giving up, redirects followed, and a
+# whole-download deadline. 30 s covers a slow presigned-URL endpoint; 5 redirects is what browsers
+# consider a loop long before; 15 min downloads the 512 MiB cap at under 1 MB/s.
+URL_TIMEOUT_SECONDS = 30.0
+URL_MAX_REDIRECTS = 5
+URL_DEADLINE_SECONDS = 15 * 60
+ALLOW_PRIVATE_URLS_ENV = "CONTACT_IMPORT_ALLOW_PRIVATE_URLS"
