@@ -1,0 +1,289 @@
+"""The four assets of one import, partitioned per uploaded file. Each calls plain functions."""
+
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import dagster as dg
+
+from contact_import_pipeline import progress, stages
+from contact_import_pipeline.bucket import ContactBucket
+from contact_import_pipeline.contacts_store import ImportProgress
+from contact_import_pipeline.csv_reading import read_csv_bytes
+from contact_import_pipeline.errors import ImportFileError, OptionsError
+from contact_import_pipeline.keys import parse_import_key
+from contact_import_pipeline.options import ImportOptions, ResolvedOptions, resolve_options
+from contact_import_pipeline.partitions import contact_files
+from contact_import_pipeline.rejects import rejects_csv
+from contact_import_pipeline.resources import ContactsDatabase
+from contact_import_pipeline.settings import CONTACTS_DB_POOL, Limits
+from contact_import_pipeline.sources import read_source
+
+GROUP = "contact_import"
+INSERT_STEP_TAG = {"contact_import/step": "insert"}
+
+
+@contextmanager
+def failing_clearly(context: dg.OpExecutionContext | dg.AssetExecutionContext) -> Iterator[None]:
+    """Turn a user error into a failed run whose reason is the error's own message.
+
+    The progress tags get ``status=failed`` and the reason; no retry is attempted, because the
+    same input would fail the same way.
+    """
+    try:
+        yield
+    except (ImportFileError, OptionsError, stages.AccountingError) as exc:
+        progress.report(context.instance, context.run.run_id, status="failed", error=str(exc))
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
+
+
+@dg.asset(partitions_def=contact_files, group_name=GROUP, kinds={"csv"})
+def raw_csv(context: dg.AssetExecutionContext, config: ImportOptions, bucket: ContactBucket) -> dg.Output:
+    """The uploaded CSV, decoded (encoding and delimiter detected) into rows of text."""
+    started = time.perf_counter()
+    key = context.partition_key
+    progress.report(context.instance, context.run.run_id, status="initializing", file=key)
+    with failing_clearly(context):
+        upload_options = bucket.read_options(key) if not config.source and bucket.exists(key) else {}
+        options = resolve_options(config, key, upload_options)
+        progress.report(
+            context.instance, context.run.run_id, workspace=options.workspace_id, import_tag=options.import_tag
+        )
+        limits = Limits.from_env()
+        data, name = read_source(options, bucket, limits.max_file_bytes)
+        table = read_csv_bytes(data, name, limits)
+    seconds = time.perf_counter() - started
+    context.log.info(
+        f"read {name}: {len(table.frame) + len(table.rejects)} rows, encoding {table.encoding}, "
+        f"delimiter {table.delimiter!r}, {len(table.rejects)} unreadable rows"
+    )
+    return dg.Output(
+        stages.RawImport(options=options, table=table, timings={"reading": seconds}),
+        metadata={
+            "rows": len(table.frame) + len(table.rejects),
+            "unreadable_rows": len(table.rejects),
+            "encoding": table.encoding,
+            "delimiter": table.delimiter,
+            "columns": dg.MetadataValue.json(table.header),
+            "workspace_id": options.workspace_id,
+            "import_tag": options.import_tag,
+        },
+    )
+
+
+@dg.asset(partitions_def=contact_files, group_name=GROUP, kinds={"python"})
+def normalized_contacts(context: dg.AssetExecutionContext, raw_csv: stages.RawImport) -> dg.Output:
+    """Headers mapped to contact fields and phones normalized to E.164; rows without one fail."""
+    with failing_clearly(context):
+        normalized = stages.normalize(raw_csv)
+    failed = len(normalized.rejects)
+    return dg.Output(
+        normalized,
+        metadata={
+            "valid_phones": len(normalized.contacts),
+            "failed_rows": failed,
+            "column_mapping": dg.MetadataValue.json(
+                {f: normalized.header[p] for f, p in normalized.plan.fields.items()}
+                | {"phone": [normalized.header[p] for p in normalized.plan.phones]}
+            ),
+            "default_region": normalized.options.default_region,
+        },
+    )
+
+
+@dg.asset(partitions_def=contact_files, group_name=GROUP, kinds={"python"})
+def deduped_contacts(
+    context: dg.AssetExecutionContext, normalized_contacts: stages.NormalizedImport, contacts_db: ContactsDatabase
+) -> dg.Output:
+    """Contacts whose phone is new: later copies in the file and phones already in the workspace are skipped."""
+    store = contacts_db.store()
+    store.create_schema()
+    deduped = stages.dedupe(normalized_contacts, store)
+    skipped = sum(1 for r in deduped.rejects if r.skipped)
+    failed = len(deduped.rejects) - skipped
+    batches = max(1, -(-len(deduped.contacts) // deduped.options.batch_size))
+    progress.report(
+        context.instance,
+        context.run.run_id,
+        status="processing",
+        total=deduped.total,
+        processed=skipped + failed,
+        imported=0,
+        updated=0,
+        skipped=skipped,
+        failed=failed,
+        current_batch=0,
+        total_batches=batches,
+        errors=[{"row": r.row, "reason": r.reason, "detail": r.detail} for r in deduped.rejects if not r.skipped][:10],
+    )
+    return dg.Output(
+        deduped,
+        metadata={"to_insert": len(deduped.contacts), "skipped_rows": skipped, "failed_rows": failed},
+    )
+
+
+@dg.op(out=dg.DynamicOut(stages.Batch))
+def plan_batches(context: dg.OpExecutionContext, deduped: stages.DedupedImport) -> Iterator[dg.DynamicOutput]:
+    """Split the new contacts into batches, one insert step each."""
+    import_id = f"{context.run.tags.get('dagster/root_run_id', context.run.run_id)}:{deduped.options.partition_key}"
+    for batch in stages.plan_batches(deduped, import_id):
+        yield dg.DynamicOutput(batch, mapping_key=f"batch_{batch.index:05d}")
+
+
+@dg.op(
+    pool=CONTACTS_DB_POOL,
+    tags=INSERT_STEP_TAG,
+    retry_policy=dg.RetryPolicy(max_retries=4, delay=1.0, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS),
+)
+def insert_batch(
+    context: dg.OpExecutionContext, batch: stages.Batch, contacts_db: ContactsDatabase
+) -> stages.BatchResult:
+    """Insert one batch in one transaction (idempotent: a landed batch is never applied twice)."""
+    started = time.perf_counter()
+    options: ResolvedOptions = batch.options
+
+    def on_progress(p: ImportProgress) -> None:
+        progress.report(
+            context.instance,
+            context.run.run_id,
+            imported=p.imported,
+            updated=p.updated,
+            skipped=batch.skipped_before + p.skipped,
+            processed=batch.skipped_before + batch.failed_before + p.imported + p.updated + p.skipped,
+            current_batch=p.batches,
+        )
+
+    outcome = contacts_db.store().insert_batch(
+        import_id=batch.import_id,
+        batch_index=batch.index,
+        workspace_id=options.workspace_id,
+        import_tag=options.import_tag,
+        board_phone_number=options.board_phone_number,
+        rows=batch.rows,
+        row_numbers=batch.row_numbers,
+        on_progress=on_progress,
+    )
+    seconds = time.perf_counter() - started
+    context.log.info(
+        f"batch {batch.index + 1}/{batch.count}: {outcome.imported} imported, {outcome.updated} updated, "
+        f"{outcome.skipped} skipped in {seconds:.2f}s"
+    )
+    return stages.BatchResult(index=batch.index, outcome=outcome, seconds=seconds)
+
+
+@dg.op
+def summarize(
+    context: dg.OpExecutionContext,
+    deduped: stages.DedupedImport,
+    results: list[stages.BatchResult],
+    contacts_db: ContactsDatabase,
+    bucket: ContactBucket,
+) -> dg.Output:
+    """Total the batches recorded in the database, write the rejects file and clean up the source."""
+    options = deduped.options
+    import_id = f"{context.run.tags.get('dagster/root_run_id', context.run.run_id)}:{options.partition_key}"
+    planned = max(1, -(-len(deduped.contacts) // options.batch_size))
+    insert_seconds = sum(r.seconds for r in results)
+    with failing_clearly(context):
+        summary = stages.summarize(deduped, planned, contacts_db.store().recorded_batches(import_id), insert_seconds)
+    rejects_file = None
+    if summary.rejects:
+        rejects_file = bucket.write_bytes(
+            parse_import_key(options.partition_key).rejects_key, rejects_csv(deduped.header, summary.rejects)
+        )
+    cleanup = _clean_up(context, bucket, options)
+    errors = summary.errors
+    progress.report(
+        context.instance,
+        context.run.run_id,
+        status="completed",
+        total=summary.total,
+        processed=summary.processed,
+        imported=summary.imported,
+        updated=summary.updated,
+        skipped=summary.skipped,
+        failed=summary.failed,
+        current_batch=planned,
+        total_batches=planned,
+        errors=errors,
+    )
+    value = {
+        "status": summary.status,
+        "workspace_id": summary.workspace_id,
+        "import_tag": summary.import_tag,
+        "file": summary.file,
+        "total": summary.total,
+        "processed": summary.processed,
+        "imported": summary.imported,
+        "updated": summary.updated,
+        "skipped": summary.skipped,
+        "failed": summary.failed,
+        "batches": summary.batches,
+        "skipped_by_reason": summary.skipped_by_reason,
+        "failed_by_reason": summary.failed_by_reason,
+        "errors": errors,
+        "rejects_file": rejects_file,
+        "encoding": summary.encoding,
+        "delimiter": summary.delimiter,
+        "cleanup": cleanup,
+        "timings": {k: round(v, 3) for k, v in summary.timings.items()},
+    }
+    return dg.Output(value, metadata=_metadata(value))
+
+
+def _clean_up(context: dg.OpExecutionContext, bucket: ContactBucket, options: ResolvedOptions) -> str:
+    """Archive, delete or keep the source; a failure here is reported but does not undo the import."""
+    if not options.reads_bucket or options.cleanup == "keep":
+        return "kept"
+    try:
+        if options.cleanup == "delete":
+            bucket.delete(options.partition_key)
+            return "deleted"
+        return "archived to " + bucket.archive(options.partition_key)
+    except Exception as exc:  # noqa: BLE001 - storage errors of any backend; the import itself succeeded
+        context.log.warning(f"could not clean up {options.partition_key}: {exc}")
+        return f"cleanup failed: {exc}"
+
+
+def _metadata(value: dict) -> dict[str, object]:
+    lines = [
+        f"**{value['imported']}** imported, **{value['updated']}** updated, **{value['skipped']}** skipped "
+        f"(duplicates), **{value['failed']}** failed of **{value['total']}** rows in {value['batches']} batches.",
+        "",
+        f"Import tag `{value['import_tag']}` in workspace `{value['workspace_id']}`.",
+    ]
+    if value["errors"]:
+        lines += ["", "| row | reason | detail |", "|---|---|---|"]
+        lines += [f"| {e['row']} | {e['reason']} | {str(e['detail']).replace('|', '/')} |" for e in value["errors"]]
+    meta: dict[str, object] = {
+        "status": value["status"],
+        "total": value["total"],
+        "processed": value["processed"],
+        "imported": value["imported"],
+        "updated": value["updated"],
+        "skipped": value["skipped"],
+        "failed": value["failed"],
+        "batches": value["batches"],
+        "skipped_by_reason": dg.MetadataValue.json(value["skipped_by_reason"]),
+        "failed_by_reason": dg.MetadataValue.json(value["failed_by_reason"]),
+        "errors": dg.MetadataValue.json(value["errors"]),
+        "import_tag": value["import_tag"],
+        "workspace_id": value["workspace_id"],
+        "file": value["file"],
+        "encoding": value["encoding"],
+        "cleanup": value["cleanup"],
+        "timings": dg.MetadataValue.json(value["timings"]),
+        "summary": dg.MetadataValue.md("\n".join(lines)),
+        "dagster/row_count": value["imported"],
+    }
+    if value["rejects_file"]:
+        meta["rejects_file"] = value["rejects_file"]
+    return meta
+
+
+@dg.graph_asset(partitions_def=contact_files, group_name=GROUP, kinds={"postgres", "sqlite"})
+def contacts(deduped_contacts: stages.DedupedImport) -> dict:
+    """Contacts inserted in batches (at most 5 at once), then counted from what the database recorded."""
+    results = plan_batches(deduped_contacts).map(insert_batch).collect()
+    return summarize(deduped_contacts, results)

@@ -1,0 +1,366 @@
+"""The contacts table and every statement the pipeline runs against it (SQLAlchemy Core).
+
+Both dialects share the table definition. PostgreSQL gets a fast path for inserts (COPY into a
+temporary stage, then one ordered ``INSERT … SELECT … ON CONFLICT``); SQLite uses ``executemany``.
+Each batch is one transaction that also records the batch's outcome in ``contact_import_batches``,
+so the database itself can prove which batches of an import landed, even after a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from contact_import_pipeline.columns import CONTACT_FIELDS
+
+DATABASE_URL_ENV = "CONTACTS_DATABASE_URL"
+DEFAULT_DATABASE_PATH = Path(".contact_import") / "contacts.db"
+
+# Columns a batch row carries, in this order: the contact fields, then the E.164 phone.
+BATCH_COLUMNS: tuple[str, ...] = (*CONTACT_FIELDS, "phone_number")
+
+# PostgreSQL accepts 65,535 bind parameters per statement and SQLite 32,766; lookups stay below both.
+LOOKUP_CHUNK = 10_000
+
+metadata_obj = sa.MetaData()
+_json = postgresql.JSONB().with_variant(sa.JSON(), "sqlite")
+
+contacts = sa.Table(
+    "contacts",
+    metadata_obj,
+    sa.Column("id", sa.Uuid(), primary_key=True),
+    sa.Column("workspace_id", sa.Text(), nullable=False),
+    sa.Column("phone_number", sa.Text()),
+    sa.Column("firstname", sa.String(), nullable=False),
+    sa.Column("lastname", sa.String(), nullable=False),
+    sa.Column("email", sa.Text()),
+    sa.Column("lead_source", sa.String()),
+    sa.Column("market", sa.String()),
+    sa.Column("product", sa.String()),
+    sa.Column("lead_status", sa.String()),
+    sa.Column("st_address", sa.String()),
+    sa.Column("city", sa.String()),
+    sa.Column("state", sa.String()),
+    sa.Column("zip", sa.String()),
+    sa.Column("conversation_status", sa.Text(), server_default=sa.text("'New'")),
+    sa.Column("tags", _json, server_default=sa.text("'[]'")),
+    sa.Column("metadata", _json, server_default=sa.text("'{}'")),
+    sa.Column("opt_in_through", sa.String(), server_default=sa.text("'manual'")),
+    sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+    sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+)
+sa.Index("contacts_workspace_phone_key", contacts.c.workspace_id, contacts.c.phone_number, unique=True)
+
+# One row per landed batch, written in the batch's own transaction.
+import_batches = sa.Table(
+    "contact_import_batches",
+    metadata_obj,
+    sa.Column("import_id", sa.Text(), primary_key=True),
+    sa.Column("batch_index", sa.Integer(), primary_key=True),
+    sa.Column("workspace_id", sa.Text(), nullable=False),
+    sa.Column("import_tag", sa.Text(), nullable=False),
+    sa.Column("rows", sa.Integer(), nullable=False),
+    sa.Column("imported", sa.Integer(), nullable=False),
+    sa.Column("skipped", sa.Integer(), nullable=False),
+    sa.Column("updated", sa.Integer(), nullable=False, server_default=sa.text("0")),
+    sa.Column("conflict_rows", sa.JSON(), nullable=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+)
+
+
+def default_database_url() -> str:
+    """``CONTACTS_DATABASE_URL`` or the local SQLite file under ``.contact_import/``."""
+    return os.environ.get(DATABASE_URL_ENV) or f"sqlite:///{DEFAULT_DATABASE_PATH}"
+
+
+def normalize_url(url: str) -> str:
+    """Make plain ``postgres(ql)://`` URLs use psycopg 3 explicitly."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, for messages and metadata."""
+    return sa.engine.make_url(normalize_url(url)).render_as_string(hide_password=True)
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What one batch did: rows inserted, rows already present (skipped), rows updated."""
+
+    rows: int
+    imported: int
+    skipped: int
+    updated: int
+    conflict_rows: list[int]
+
+
+@dataclass(frozen=True)
+class ImportProgress:
+    """Sums over the batches of one import recorded so far."""
+
+    batches: int
+    imported: int
+    skipped: int
+    updated: int
+
+
+ProgressCallback = Callable[[ImportProgress], None]
+
+
+class ContactsStore:
+    """Reads and writes the contacts table of one database."""
+
+    def __init__(self, url: str | None = None) -> None:
+        self.url = normalize_url(url or default_database_url())
+        sa_url = sa.engine.make_url(self.url)
+        self.is_postgres = sa_url.get_backend_name() == "postgresql"
+        if sa_url.get_backend_name() == "sqlite":
+            if sa_url.database and sa_url.database != ":memory:":
+                Path(sa_url.database).parent.mkdir(parents=True, exist_ok=True)
+            # Several batch processes write at once; wait for the lock instead of failing.
+            self.engine = sa.create_engine(self.url, connect_args={"timeout": 120})
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            sa.event.listen(self.engine, "begin", _sqlite_begin_immediate)
+        else:
+            self.engine = sa.create_engine(self.url, pool_pre_ping=True)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    def create_schema(self) -> None:
+        """Create the tables and the unique index if they are missing."""
+        with self.engine.begin() as conn:
+            metadata_obj.create_all(conn, checkfirst=True)
+            if self.is_postgres:
+                # The reference schema generates ids in the database; SQLite rows get uuid4 from Python.
+                conn.execute(sa.text("ALTER TABLE contacts ALTER COLUMN id SET DEFAULT gen_random_uuid()"))
+
+    def existing_phones(self, workspace_id: str, phones: Iterable[str]) -> set[str]:
+        """The given phones that already exist in the workspace (never the whole workspace)."""
+        found: set[str] = set()
+        phone_list = list(phones)
+        with self.engine.connect() as conn:
+            for start in range(0, len(phone_list), LOOKUP_CHUNK):
+                chunk = phone_list[start : start + LOOKUP_CHUNK]
+                query = sa.select(contacts.c.phone_number).where(
+                    contacts.c.workspace_id == workspace_id, contacts.c.phone_number.in_(chunk)
+                )
+                found.update(conn.execute(query).scalars())
+        return found
+
+    def recorded_batches(self, import_id: str) -> dict[int, BatchOutcome]:
+        """Outcomes of the batches of an import that landed, by batch index."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(import_batches).where(import_batches.c.import_id == import_id))
+            return {row.batch_index: _outcome(row) for row in rows}
+
+    def insert_batch(
+        self,
+        *,
+        import_id: str,
+        batch_index: int,
+        workspace_id: str,
+        import_tag: str,
+        board_phone_number: str | None,
+        rows: Sequence[Sequence[str]],
+        row_numbers: Sequence[int],
+        on_progress: ProgressCallback | None = None,
+    ) -> BatchOutcome:
+        """Insert one batch in one transaction; a batch that already landed is not inserted again.
+
+        ``rows`` hold BATCH_COLUMNS values. Rows whose phone already exists in the workspace are
+        skipped (ON CONFLICT DO NOTHING) and their row numbers reported in ``conflict_rows``.
+        ``on_progress`` runs inside the transaction, after the outcome is written and while this
+        import's progress lock is held, so progress readers see sums that only move forward.
+        """
+        tags = json.dumps([import_tag])
+        meta = {"import_tag": import_tag}
+        if board_phone_number:
+            meta["board_phone_number"] = board_phone_number
+        with self.engine.begin() as conn:
+            self._lock_import(conn, import_id, batch_index)
+            previous = conn.execute(
+                sa.select(import_batches).where(
+                    import_batches.c.import_id == import_id, import_batches.c.batch_index == batch_index
+                )
+            ).first()
+            if previous is not None:
+                return _outcome(previous)
+            if self.is_postgres:
+                inserted_phones = _pg_insert(conn, workspace_id, rows, tags, json.dumps(meta))
+            else:
+                inserted_phones = _sqlite_insert(conn, workspace_id, rows, tags, meta)
+            phone_at = BATCH_COLUMNS.index("phone_number")
+            conflict_rows = [
+                number for row, number in zip(rows, row_numbers) if row[phone_at] not in inserted_phones
+            ]
+            outcome = BatchOutcome(
+                rows=len(rows),
+                imported=len(inserted_phones),
+                skipped=len(conflict_rows),
+                updated=0,
+                conflict_rows=conflict_rows,
+            )
+            conn.execute(
+                import_batches.insert().values(
+                    import_id=import_id,
+                    batch_index=batch_index,
+                    workspace_id=workspace_id,
+                    import_tag=import_tag,
+                    rows=outcome.rows,
+                    imported=outcome.imported,
+                    skipped=outcome.skipped,
+                    updated=outcome.updated,
+                    conflict_rows=outcome.conflict_rows,
+                )
+            )
+            if on_progress is not None:
+                self._lock_import(conn, import_id, None)
+                on_progress(self._progress(conn, import_id))
+            return outcome
+
+    def _lock_import(self, conn: sa.Connection, import_id: str, batch_index: int | None) -> None:
+        """Serialize one batch (or, with None, the progress update of one import) on PostgreSQL.
+
+        SQLite needs nothing: its single writer lock already serializes transactions.
+        """
+        if self.is_postgres:
+            key = f"{import_id}#{'progress' if batch_index is None else batch_index}"
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": key})
+
+    @staticmethod
+    def _progress(conn: sa.Connection, import_id: str) -> ImportProgress:
+        row = conn.execute(
+            sa.select(
+                sa.func.count(),
+                sa.func.coalesce(sa.func.sum(import_batches.c.imported), 0),
+                sa.func.coalesce(sa.func.sum(import_batches.c.skipped), 0),
+                sa.func.coalesce(sa.func.sum(import_batches.c.updated), 0),
+            ).where(import_batches.c.import_id == import_id)
+        ).one()
+        return ImportProgress(batches=row[0], imported=int(row[1]), skipped=int(row[2]), updated=int(row[3]))
+
+    def query_contacts(self, workspace_id: str, import_tag: str | None = None) -> list[dict[str, Any]]:
+        """Contacts of one workspace, optionally only those carrying an import tag."""
+        query = sa.select(contacts).where(contacts.c.workspace_id == workspace_id)
+        if import_tag is not None:
+            query = query.where(self.has_tag(import_tag))
+        query = query.order_by(contacts.c.created_at, contacts.c.phone_number)
+        with self.engine.connect() as conn:
+            return [_contact_dict(row._mapping) for row in conn.execute(query)]
+
+    def has_tag(self, import_tag: str) -> sa.ColumnElement[bool]:
+        """A condition true for contacts whose tags contain ``import_tag`` (JSONB containment on Postgres)."""
+        if self.is_postgres:
+            return contacts.c.tags.op("@>")(sa.func.jsonb_build_array(import_tag))
+        each = sa.func.json_each(contacts.c.tags).table_valued("value")
+        return sa.exists(sa.select(1).select_from(each).where(each.c.value == import_tag))
+
+    def count_contacts(self, workspace_id: str) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(sa.func.count()).select_from(contacts).where(contacts.c.workspace_id == workspace_id)
+            ).scalar_one()
+
+    @contextmanager
+    def connect(self) -> Iterator[sa.Connection]:
+        with self.engine.connect() as conn:
+            yield conn
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.isolation_level = None  # let _sqlite_begin_immediate open transactions
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _sqlite_begin_immediate(conn: sa.Connection) -> None:
+    """Take SQLite's write lock up front so a batch's existence check and insert cannot interleave."""
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _outcome(row: Any) -> BatchOutcome:
+    return BatchOutcome(
+        rows=row.rows,
+        imported=row.imported,
+        skipped=row.skipped,
+        updated=row.updated,
+        conflict_rows=list(row.conflict_rows or []),
+    )
+
+
+def _contact_dict(mapping: Any) -> dict[str, Any]:
+    out = dict(mapping)
+    out["id"] = str(out["id"])
+    for key in ("created_at", "updated_at"):
+        value = out.get(key)
+        out[key] = value.isoformat() if hasattr(value, "isoformat") else value
+    return out
+
+
+_STAGE_COLUMNS = ", ".join(BATCH_COLUMNS)
+
+
+def _pg_insert(conn: sa.Connection, workspace_id: str, rows: Sequence[Sequence[str]], tags: str, meta: str) -> set[str]:
+    """COPY the batch into a temporary stage, then insert it in phone order.
+
+    The stable order means two imports into one workspace take index locks in the same order and
+    cannot deadlock; the unique index plus ON CONFLICT turns late duplicates into skips.
+    """
+    dbapi = conn.connection.driver_connection
+    with dbapi.cursor() as cur:
+        cur.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS contact_import_stage ({', '.join(c + ' text' for c in BATCH_COLUMNS)}) "
+            "ON COMMIT DELETE ROWS"
+        )
+        with cur.copy(f"COPY contact_import_stage ({_STAGE_COLUMNS}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        cur.execute(
+            f"INSERT INTO contacts (workspace_id, {_STAGE_COLUMNS}, tags, metadata) "
+            f"SELECT %s, {_STAGE_COLUMNS}, %s::jsonb, %s::jsonb FROM contact_import_stage "
+            "ORDER BY phone_number "
+            "ON CONFLICT (workspace_id, phone_number) DO NOTHING RETURNING phone_number",
+            (workspace_id, tags, meta),
+        )
+        return {r[0] for r in cur.fetchall()}
+
+
+def _sqlite_insert(
+    conn: sa.Connection, workspace_id: str, rows: Sequence[Sequence[str]], tags: str, meta: dict[str, str]
+) -> set[str]:
+    """Insert row by row in phone order, keeping the phones that were new."""
+    phone_at = BATCH_COLUMNS.index("phone_number")
+    existing = set()
+    phones = [row[phone_at] for row in rows]
+    for start in range(0, len(phones), LOOKUP_CHUNK):
+        chunk = phones[start : start + LOOKUP_CHUNK]
+        existing.update(
+            conn.execute(
+                sa.select(contacts.c.phone_number).where(
+                    contacts.c.workspace_id == workspace_id, contacts.c.phone_number.in_(chunk)
+                )
+            ).scalars()
+        )
+    new_rows = sorted((row for row in rows if row[phone_at] not in existing), key=lambda r: r[phone_at])
+    if new_rows:
+        values = [
+            {"id": uuid.uuid4(), "workspace_id": workspace_id, **dict(zip(BATCH_COLUMNS, row)), "tags": json.loads(tags), "metadata": meta}
+            for row in new_rows
+        ]
+        conn.execute(contacts.insert(), values)
+    return {row[phone_at] for row in new_rows}

@@ -1,0 +1,16 @@
+"""Wiring only: assets, job, sensors and resources of the contact import code location."""
+
+import dagster as dg
+
+from contact_import_pipeline.assets import contacts, deduped_contacts, normalized_contacts, raw_csv
+from contact_import_pipeline.bucket import bucket_from_env
+from contact_import_pipeline.jobs import import_job
+from contact_import_pipeline.resources import ContactsDatabase
+from contact_import_pipeline.sensors import new_files_sensor
+
+defs = dg.Definitions(
+    assets=[raw_csv, normalized_contacts, deduped_contacts, contacts],
+    jobs=[import_job],
+    sensors=[new_files_sensor],
+    resources={"bucket": bucket_from_env(), "contacts_db": ContactsDatabase()},
+)

@@ -1,0 +1,57 @@
+"""Live progress of an import as run tags, in the reference design's metadata schema.
+
+Tags are namespaced ``contact_import/<field>`` so the Dagster UI shows them on the run page while
+the run runs, GraphQL returns them with the run, and runs can be filtered by them.
+Fields: status (initializing -> processing -> completed | failed), total, processed, imported,
+updated, skipped, failed, current_batch, total_batches, errors (JSON list of the first 10).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import dagster as dg
+
+TAG_PREFIX = "contact_import/"
+STATUSES = ("initializing", "processing", "completed", "failed")
+COUNT_FIELDS = ("total", "processed", "imported", "updated", "skipped", "failed", "current_batch", "total_batches")
+# Run tags are stored as text; keep a failure reason readable but bounded.
+MAX_ERROR_CHARS = 2000
+
+
+def progress_tags(fields: Mapping[str, Any]) -> dict[str, str]:
+    """Tag names and text values for the given progress fields."""
+    tags: dict[str, str] = {}
+    for name, value in fields.items():
+        if value is None:
+            continue
+        if name == "errors":
+            tags[TAG_PREFIX + name] = json.dumps(value, ensure_ascii=False)
+        elif name == "error":
+            tags[TAG_PREFIX + name] = str(value)[:MAX_ERROR_CHARS]
+        else:
+            tags[TAG_PREFIX + name] = str(value)
+    return tags
+
+
+def read_progress(tags: Mapping[str, str]) -> dict[str, Any]:
+    """Progress fields from a run's tags (the inverse of progress_tags)."""
+    out: dict[str, Any] = {}
+    for key, value in tags.items():
+        if not key.startswith(TAG_PREFIX):
+            continue
+        name = key[len(TAG_PREFIX):]
+        if name in COUNT_FIELDS:
+            out[name] = int(value)
+        elif name == "errors":
+            out[name] = json.loads(value)
+        else:
+            out[name] = value
+    return out
+
+
+def report(instance: dg.DagsterInstance, run_id: str, **fields: Any) -> None:
+    """Write progress fields to the run; later writes replace earlier values."""
+    instance.add_run_tags(run_id, progress_tags(fields))

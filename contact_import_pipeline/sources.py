@@ -1,0 +1,52 @@
+"""Where an import's bytes come from: its bucket object, an http(s) URL, or (CLI only) a local file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from contact_import_pipeline.bucket import ContactBucket
+from contact_import_pipeline.errors import CsvFileError, OptionsError
+from contact_import_pipeline.keys import parse_import_key
+from contact_import_pipeline.options import ResolvedOptions
+from contact_import_pipeline.url_source import allow_private_urls_from_env, fetch_url
+
+# Set only by the in-process CLI: a run launched over GraphQL must never read the server's files.
+ALLOW_LOCAL_SOURCES_ENV = "CONTACT_IMPORT_ALLOW_LOCAL_SOURCES"
+URL_TIMEOUT_SECONDS = 60.0
+
+
+def read_source(options: ResolvedOptions, bucket: ContactBucket, max_bytes: int) -> tuple[bytes, str]:
+    """The file's bytes and the name to use for it in messages."""
+    source = options.source
+    if source.startswith(("http://", "https://")):
+        data = fetch_url(
+            source, max_bytes=max_bytes, timeout=URL_TIMEOUT_SECONDS, allow_private=allow_private_urls_from_env()
+        )
+        return data, source.split("?", 1)[0]
+    if source:
+        if "://" in source:
+            raise OptionsError(f"source {source.split('?', 1)[0]!r}: only http:// and https:// URLs are accepted")
+        if os.environ.get(ALLOW_LOCAL_SOURCES_ENV) != "1":
+            raise OptionsError("local file sources are only accepted by `contact-import import`")
+        return _read_local(Path(source), max_bytes), Path(source).name
+    return _read_bucket(options.partition_key, bucket, max_bytes), options.partition_key
+
+
+def _read_local(path: Path, max_bytes: int) -> bytes:
+    if not path.is_file():
+        raise CsvFileError(f"{path}: file not found")
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise CsvFileError(f"{path}: file is {size} bytes, over the limit of {max_bytes} bytes")
+    return path.read_bytes()
+
+
+def _read_bucket(key: str, bucket: ContactBucket, max_bytes: int) -> bytes:
+    """Read the upload, or its archived copy when a finished import is re-executed."""
+    if bucket.exists(key):
+        return bucket.read_bytes(key, max_bytes)
+    processed = parse_import_key(key).processed_key
+    if bucket.exists(processed):
+        return bucket.read_bytes(processed, max_bytes)
+    raise CsvFileError(f"{key}: file not found in the bucket ({bucket.locator(key)})")

@@ -1,0 +1,106 @@
+"""Shared fixtures: an isolated working folder per test, and throwaway PostgreSQL databases.
+
+Tests that need PostgreSQL fail when CI=true and it is missing; elsewhere they skip and say how
+to enable them.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+PG_ADMIN_ENV = "CONTACT_IMPORT_TEST_PG"
+DEFAULT_PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+# Environment that would point a test at shared state instead of its own folder.
+ISOLATED_ENV = (
+    "DAGSTER_HOME", "CONTACTS_DATABASE_URL", "CONTACT_BUCKET", "CONTACT_BUCKET_DIR", "CONTACT_S3_BUCKET",
+    "CONTACT_S3_PREFIX", "CONTACT_S3_ENDPOINT_URL", "CONTACT_IMPORT_CLEANUP", "CONTACT_IMPORT_ALLOW_PRIVATE_URLS",
+)
+
+
+def pg_admin_url() -> str:
+    return os.environ.get(PG_ADMIN_ENV, DEFAULT_PG_ADMIN_URL)
+
+
+def _pg_reachable() -> str | None:
+    """None if PostgreSQL answers, else the reason."""
+    try:
+        engine = sa.create_engine(pg_admin_url(), connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        engine.dispose()
+        return None
+    except sa.exc.SQLAlchemyError as exc:
+        return str(exc).splitlines()[0]
+
+
+def require_postgres() -> None:
+    """Fail under CI, skip elsewhere, when PostgreSQL is not reachable."""
+    reason = _pg_reachable()
+    if reason is None:
+        return
+    message = (
+        f"PostgreSQL not reachable at {pg_admin_url()} ({reason}). Start it "
+        "(pg_ctlcluster --skip-systemctl-redirect <version> main start) or point "
+        f"{PG_ADMIN_ENV} at a server where this user may create databases."
+    )
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def create_pg_database() -> str:
+    """Create an empty database and return its psycopg 3 URL."""
+    name = f"ci_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(pg_admin_url(), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return sa.engine.make_url(pg_admin_url()).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_pg_database(url: str) -> None:
+    name = sa.engine.make_url(url).database
+    admin = sa.create_engine(pg_admin_url(), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(autouse=True)
+def isolated_workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run every test in its own folder, so local defaults (.contact_import/...) never leak."""
+    for name in ISOLATED_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database, dropped afterwards."""
+    require_postgres()
+    url = create_pg_database()
+    try:
+        yield url
+    finally:
+        drop_pg_database(url)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The contacts database, once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'contacts.db'}"
+        return
+    require_postgres()
+    url = create_pg_database()
+    try:
+        yield url
+    finally:
+        drop_pg_database(url)
