@@ -7,6 +7,7 @@ primitives each backend implements, so local and S3 behave the same way.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -19,7 +20,7 @@ from typing import Any
 import dagster as dg
 from botocore.exceptions import BotoCoreError, ClientError
 from dagster_aws.s3 import S3Resource
-from pydantic import Field, PrivateAttr
+from pydantic import Field
 
 from contact_import_pipeline.errors import CsvFileError, ImportFileError, OptionsError
 from contact_import_pipeline.keys import OPTIONS_SUFFIX, check_safe_key, parse_import_key
@@ -243,20 +244,12 @@ class S3Bucket(ContactBucket):
     aws_access_key_id: str | None = None
     aws_secret_access_key: str | None = None
 
-    _client: Any = PrivateAttr(default=None)
-
     @property
     def client(self) -> Any:
-        """One boto3 client per resource instance (building one costs ~50 ms)."""
-        if self._client is None:
-            self._client = S3Resource(
-                endpoint_url=self.endpoint_url,
-                region_name=self.region_name,
-                aws_access_key_id=self.aws_access_key_id,
-                aws_secret_access_key=self.aws_secret_access_key,
-                max_attempts=S3_MAX_ATTEMPTS,
-            ).get_client()
-        return self._client
+        """A boto3 client shared by every resource instance with the same settings."""
+        return _s3_client(
+            self.endpoint_url, self.region_name, self.aws_access_key_id, self.aws_secret_access_key
+        )
 
     def _full(self, key: str) -> str:
         prefix = self.prefix.strip("/")
@@ -335,6 +328,25 @@ class S3Bucket(ContactBucket):
 
     def _remove(self, key: str) -> None:
         self._call("delete_object", key)  # S3 deletes of missing keys succeed
+
+
+@functools.lru_cache(maxsize=16)
+def _s3_client(
+    endpoint_url: str | None,
+    region_name: str | None,
+    aws_access_key_id: str | None,
+    aws_secret_access_key: str | None,
+) -> Any:
+    """Building a client takes ~0.5 s (it loads the S3 service model), and Dagster builds the
+    resource anew for every sensor tick and step, so clients are kept per process; they are
+    thread-safe."""
+    return S3Resource(
+        endpoint_url=endpoint_url,
+        region_name=region_name,
+        aws_access_key_id=aws_access_key_id,
+        aws_secret_access_key=aws_secret_access_key,
+        max_attempts=S3_MAX_ATTEMPTS,
+    ).get_client()
 
 
 def bucket_from_env() -> ContactBucket:

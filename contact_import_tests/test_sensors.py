@@ -1,0 +1,294 @@
+"""The new-file sensor, tick by tick, against a local folder and a real-HTTP S3 (moto)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from contact_import_pipeline.bucket import BucketError, ContactBucket, LocalFolderBucket, S3Bucket
+from contact_import_pipeline.sensors import new_files_sensor
+from contact_import_tests.s3_server import (  # noqa: F401 (fixtures)
+    PAGINATION_KEYS,
+    big_s3_bucket,
+    new_s3_bucket,
+    s3_client,
+    s3_endpoint,
+)
+
+Put = Callable[[str, bytes], None]
+
+
+class Ticker:
+    """Runs the sensor like the daemon does: each tick gets the cursor the previous one stored."""
+
+    def __init__(self, bucket: ContactBucket) -> None:
+        self.bucket = bucket
+        self.cursor: str | None = None
+        self.run_keys: list[str] = []
+        self.warnings: list[str] = []
+        self.instance = dg.DagsterInstance.ephemeral()
+
+    def tick(self, bucket: ContactBucket | None = None) -> dg.SensorResult:
+        context = dg.build_sensor_context(
+            instance=self.instance, cursor=self.cursor, resources={"bucket": bucket or self.bucket}
+        )
+        context.log.addHandler(_ListHandler(self.warnings))
+        result = new_files_sensor(context)
+        self.cursor = result.cursor
+        self.run_keys += [request.run_key for request in result.run_requests]
+        return result
+
+    def partition_keys(self) -> list[str]:
+        return sorted(run_key.rsplit("@", 1)[0] for run_key in self.run_keys)
+
+
+class _ListHandler(logging.Handler):
+    """Collects warnings from the sensor's logger (it does not propagate to pytest's caplog)."""
+
+    def __init__(self, sink: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.sink.append(record.getMessage())
+
+
+def put_local(root: Path, key: str, data: bytes, age: float = 60.0) -> None:
+    """Write a file whose mtime is ``age`` seconds ago (older than the settle time)."""
+    path = root / key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    stamp = time.time() - age
+    os.utime(path, (stamp, stamp))
+
+
+@pytest.fixture(params=["local", "s3"])
+def backend(request, tmp_path) -> tuple[ContactBucket, Put]:
+    """A bucket and a function that uploads into it the way a user would."""
+    if request.param == "local":
+        return LocalFolderBucket(root=str(tmp_path)), lambda key, data: put_local(tmp_path, key, data)
+    endpoint = request.getfixturevalue("s3_endpoint")
+    bucket = new_s3_bucket(endpoint)
+    client = s3_client(endpoint)
+    return bucket, lambda key, data: client.put_object(Bucket=bucket.bucket, Key=key, Body=data)
+
+
+def settle(ticker: Ticker) -> None:
+    """One tick so local files are seen once; S3 files need none (their requests are kept)."""
+    if isinstance(ticker.bucket, LocalFolderBucket):
+        assert ticker.tick().run_requests == []
+
+
+def test_request_names_partition_run_key_and_tags(backend) -> None:
+    bucket, put = backend
+    put("acme/imports/people.csv", b"phone\n1\n")
+    ticker = Ticker(bucket)
+    settle(ticker)
+    result = ticker.tick()
+    (request,) = result.run_requests
+    (version,) = [o.version for o in bucket.list_objects()]
+    assert request.partition_key == "acme/imports/people.csv"
+    assert request.run_key == f"acme/imports/people.csv@{version}"
+    assert request.tags == {
+        "contact_import/file": "acme/imports/people.csv",
+        "contact_import/workspace": "acme",
+        "contact_import/origin": "sensor",
+    }
+    assert [r.partition_keys for r in result.dynamic_partitions_requests] == [["acme/imports/people.csv"]]
+    assert result.dynamic_partitions_requests[0].partitions_def_name == "contact_files"
+    assert isinstance(ticker.tick().skip_reason, dg.SkipReason)
+    assert ticker.run_keys == [request.run_key]
+
+
+def test_1005_keys_each_requested_once_local(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("CONTACT_SENSOR_MAX_RUNS_PER_TICK", "2000")
+    for key in PAGINATION_KEYS:
+        put_local(tmp_path, key, b"p\n1\n")
+    ticker = Ticker(LocalFolderBucket(root=str(tmp_path)))
+    settle(ticker)
+    assert len(ticker.tick().run_requests) == 1005
+    assert ticker.tick().run_requests == []
+    assert ticker.partition_keys() == PAGINATION_KEYS
+
+
+def test_1005_keys_each_requested_once_s3(big_s3_bucket: S3Bucket, monkeypatch) -> None:  # noqa: F811
+    monkeypatch.setenv("CONTACT_SENSOR_MAX_RUNS_PER_TICK", "2000")
+    ticker = Ticker(big_s3_bucket)
+    assert len(ticker.tick().run_requests) == 1005
+    assert ticker.tick().run_requests == []
+    assert ticker.partition_keys() == PAGINATION_KEYS
+    assert len(set(ticker.run_keys)) == 1005
+
+
+def test_oldest_files_first_and_the_rest_on_later_ticks(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("CONTACT_SENSOR_MAX_RUNS_PER_TICK", "50")
+    keys = [f"ws1/imports/f{i:03d}.csv" for i in range(120)]
+    for age, key in zip(range(1000, 880, -1), keys):  # f000 is the oldest
+        put_local(tmp_path, key, b"p\n1\n", age=age)
+    ticker = Ticker(LocalFolderBucket(root=str(tmp_path)))
+    settle(ticker)
+    batches = [[r.partition_key for r in ticker.tick().run_requests] for _ in range(4)]
+    assert batches == [keys[:50], keys[50:100], keys[100:], []]
+
+
+@pytest.mark.parametrize(
+    "backend", ["local", pytest.param("s3", marks=pytest.mark.slow)], indirect=True
+)  # 300 requests to moto take ~6 s
+def test_same_second_uploads_around_ticks_are_never_missed(backend) -> None:
+    bucket, put = backend
+    ticker = Ticker(bucket)
+    expected = []
+    for pair in range(100):  # each pair lands within one second, with a tick in between
+        first, second = f"ws1/imports/p{pair:03d}-a.csv", f"ws1/imports/p{pair:03d}-b.csv"
+        put(first, b"p\n1\n")
+        ticker.tick()
+        put(second, b"p\n2\n")
+        expected += [first, second]
+    ticker.tick()
+    ticker.tick()
+    assert ticker.partition_keys() == sorted(expected)
+    assert Counter(ticker.run_keys).most_common(1)[0][1] == 1
+
+
+def test_unsafe_keys_are_refused_and_logged_once(s3_endpoint: str) -> None:  # noqa: F811
+    bucket = new_s3_bucket(s3_endpoint)
+    client = s3_client(s3_endpoint)
+    unsafe = {
+        "ws1/imports/../../ws2/imports/steal.csv": "'.' or '..' segment",
+        "ws1/imports/%2e%2e.csv": "contains '\\' or '%'",
+        "ws1/imports/a\\b.csv": "contains '\\' or '%'",
+        "ws1/imports/tab\there.csv": "control character",
+        "bad ws!/imports/a.csv": "workspace id 'bad ws!' is invalid",
+        "ws1/imports/nested/a.csv": "not of the form <workspace_id>/imports/<name>.csv",
+    }
+    for key in [*unsafe, "ws1/imports/fine.csv"]:
+        client.put_object(Bucket=bucket.bucket, Key=key, Body=b"p\n1\n")
+    ticker = Ticker(bucket)
+    result = ticker.tick()
+    assert [r.partition_key for r in result.run_requests] == ["ws1/imports/fine.csv"]
+    assert len(ticker.warnings) == len(unsafe)
+    for key, reason in unsafe.items():
+        (message,) = [m for m in ticker.warnings if m.startswith(f"Refusing to import {key!r}")]
+        assert reason in message
+    assert ticker.tick().run_requests == []
+    assert ticker.run_keys == [result.run_requests[0].run_key]
+    assert len(ticker.warnings) == len(unsafe)  # not repeated on every tick
+
+
+def test_unsafe_local_file_names_are_refused(tmp_path) -> None:
+    put_local(tmp_path, "ws1/imports/100%.csv", b"p\n1\n")
+    put_local(tmp_path, "ws1/imports/back\\slash.csv", b"p\n1\n")
+    ticker = Ticker(LocalFolderBucket(root=str(tmp_path)))
+    ticker.tick()
+    ticker.tick()
+    assert ticker.run_keys == []
+    assert sorted(message.split(":")[0] for message in ticker.warnings) == [
+        "Refusing to import 'ws1/imports/100%.csv'",
+        "Refusing to import 'ws1/imports/back\\\\slash.csv'",
+    ]
+
+
+def test_derived_files_and_other_prefixes_are_ignored_silently(backend) -> None:
+    bucket, put = backend
+    for key in [
+        "ws1/imports/processed/old.csv",
+        "ws1/imports/rejects/old-rejects.csv",
+        "ws1/imports/new.csv.json",
+        "ws1/imports/notes.txt",
+        "ws1/exports/a.csv",
+        "readme.csv",
+        "ws1/a.csv",
+    ]:
+        put(key, b"{}")
+    ticker = Ticker(bucket)
+    ticker.tick()
+    ticker.tick()
+    assert ticker.run_keys == []
+    assert ticker.warnings == []
+
+
+def test_new_content_runs_again_same_content_does_not(s3_endpoint: str) -> None:  # noqa: F811
+    bucket = new_s3_bucket(s3_endpoint)
+    client = s3_client(s3_endpoint)
+    key = "ws1/imports/list.csv"
+    client.put_object(Bucket=bucket.bucket, Key=key, Body=b"p\n1\n")
+    ticker = Ticker(bucket)
+    assert len(ticker.tick().run_requests) == 1
+    client.put_object(Bucket=bucket.bucket, Key=key, Body=b"p\n1\n")  # same bytes again
+    assert ticker.tick().run_requests == []
+    client.put_object(Bucket=bucket.bucket, Key=key, Body=b"p\n1\n2\n")
+    assert len(ticker.tick().run_requests) == 1
+    assert len(set(ticker.run_keys)) == 2 and ticker.partition_keys() == [key, key]
+
+
+def test_local_rewrite_runs_again_and_archived_files_leave_the_cursor(tmp_path) -> None:
+    bucket = LocalFolderBucket(root=str(tmp_path))
+    key = "ws1/imports/list.csv"
+    put_local(tmp_path, key, b"p\n1\n", age=100)
+    ticker = Ticker(bucket)
+    settle(ticker)
+    assert len(ticker.tick().run_requests) == 1
+    assert ticker.tick().run_requests == []  # untouched file
+    put_local(tmp_path, key, b"p\n1\n2\n", age=50)
+    settle(ticker)
+    assert len(ticker.tick().run_requests) == 1
+    bucket.archive(key)
+    ticker.tick()
+    assert json.loads(ticker.cursor) == {"pending": {}, "refused": {}, "requested": {}}
+
+
+def test_local_file_still_being_written_is_not_picked(tmp_path) -> None:
+    ticker = Ticker(LocalFolderBucket(root=str(tmp_path)))
+    path = tmp_path / "ws1" / "imports" / "big.csv"
+    put_local(tmp_path, "ws1/imports/big.csv", b"phone\n1\n", age=30)
+    assert ticker.tick().run_requests == []
+    with path.open("ab") as handle:  # the copy goes on between ticks
+        handle.write(b"2\n")
+    os.utime(path, (time.time() - 20,) * 2)
+    assert ticker.tick().run_requests == []
+    path.write_bytes(b"phone\n1\n2\n3\n")  # unchanged size+mtime at the next tick, but just written
+    assert ticker.tick().run_requests == []
+    assert ticker.tick().run_requests == []  # stable now, yet younger than the settle time
+    time.sleep(2.1)
+    (request,) = ticker.tick().run_requests
+    assert request.partition_key == "ws1/imports/big.csv"
+    assert ticker.run_keys == [request.run_key]
+
+
+def test_s3_outage_fails_ticks_without_losing_files(s3_endpoint: str) -> None:  # noqa: F811
+    bucket = new_s3_bucket(s3_endpoint)
+    client = s3_client(s3_endpoint)
+    unreachable = S3Bucket(**{**bucket.model_dump(), "endpoint_url": "http://127.0.0.1:9"})
+    ticker = Ticker(bucket)
+    client.put_object(Bucket=bucket.bucket, Key="ws1/imports/before.csv", Body=b"p\n1\n")
+    assert len(ticker.tick().run_requests) == 1
+    cursor_before = ticker.cursor
+    for n in range(3):
+        client.put_object(Bucket=bucket.bucket, Key=f"ws1/imports/during-{n}.csv", Body=b"p\n1\n")
+        with pytest.raises(BucketError, match=r"cannot list s3://.* at http://127\.0\.0\.1:9"):
+            ticker.tick(unreachable)
+        assert ticker.cursor == cursor_before
+    assert len(ticker.tick().run_requests) == 3
+    assert ticker.tick().run_requests == []
+    assert ticker.partition_keys() == [
+        "ws1/imports/before.csv",
+        "ws1/imports/during-0.csv",
+        "ws1/imports/during-1.csv",
+        "ws1/imports/during-2.csv",
+    ]
+
+
+def test_unreadable_cursor_starts_afresh(tmp_path) -> None:
+    put_local(tmp_path, "ws1/imports/a.csv", b"p\n1\n")
+    ticker = Ticker(LocalFolderBucket(root=str(tmp_path)))
+    ticker.cursor = "1700000000.0"  # e.g. a plain timestamp from an older sensor
+    settle(ticker)
+    assert [r.partition_key for r in ticker.tick().run_requests] == ["ws1/imports/a.csv"]
