@@ -2,15 +2,22 @@
 
 import dagster as dg
 
+from contact_import_pipeline import jobs
 from contact_import_pipeline.assets import contacts, deduped_contacts, normalized_contacts, raw_csv
 from contact_import_pipeline.bucket import bucket_from_env
-from contact_import_pipeline.jobs import import_job
 from contact_import_pipeline.resources import ContactsDatabase
 from contact_import_pipeline.sensors import new_files_sensor
 
 defs = dg.Definitions(
     assets=[raw_csv, normalized_contacts, deduped_contacts, contacts],
-    jobs=[import_job],
+    jobs=[jobs.import_job],
     sensors=[new_files_sensor],
     resources={"bucket": bucket_from_env(), "contacts_db": ContactsDatabase()},
 )
+
+
+def import_job() -> dg.JobDefinition:
+    """The resolved import job, so that multiprocess runs outside a daemon can rebuild it:
+    ``dg.execute_job(dg.build_reconstructable_job("contact_import_pipeline.definitions", "import_job"), ...)``.
+    """
+    return defs.resolve_job_def(jobs.IMPORT_JOB_NAME)
