@@ -1,0 +1,157 @@
+"""E.164 normalization: exact outputs, reasons, and the NANP fast path against plain phonenumbers."""
+
+from __future__ import annotations
+
+import phonenumbers
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from contact_import_pipeline.phones import (
+    _nanp_key_depths,
+    is_valid_region,
+    normalize_phone,
+    normalize_phones,
+    region_for_country,
+)
+
+
+def plain(raw: str, region: str) -> str | None:
+    """What phonenumbers alone says (after the documented 00 → + and NFKC preparation)."""
+    return normalize_phone(raw, region)
+
+
+CASES = [
+    ("(202) 555-0123", "US", "+12025550123"),
+    ("202.555.0123", "US", "+12025550123"),
+    ("202-555-0123", "US", "+12025550123"),
+    ("2025550123", "US", "+12025550123"),
+    ("1-202-555-0123", "US", "+12025550123"),
+    ("+1 202 555 0123", "DE", "+12025550123"),
+    ("+12025550123", "US", "+12025550123"),
+    ("001 202 555 0123", "US", "+12025550123"),
+    ("  (202) 555-0123  ", "US", "+12025550123"),
+    ("202-555-0123 x12", "US", "+12025550123"),
+    ("202-555-0123 ext. 5", "US", "+12025550123"),
+    ("＋１ ２０２ ５５５ ０１２３", "US", "+12025550123"),
+    ("(416) 555-0123", "CA", "+14165550123"),
+    ("+44 20 7946 0958", "US", "+442079460958"),
+    ("0044 20 7946 0958", "US", "+442079460958"),
+    ("020 7946 0958", "GB", "+442079460958"),
+    ("07400 123456", "GB", "+447400123456"),
+    ("030 901820", "DE", "+4930901820"),
+    ("+49 (0)30 901820", "US", "+4930901820"),
+    ("0151 23456789", "DE", "+4915123456789"),
+    ("55 1234 5678", "MX", "+525512345678"),
+    ("06 12 34 56 78", "FR", "+33612345678"),
+    ("+33 6 12 34 56 78", "US", "+33612345678"),
+    ("555-0100", "US", None),
+    ("555-123-4567", "US", None),
+    ("123", "US", None),
+    ("999-999-9999", "US", None),
+    ("1.20255501E+10", "US", None),
+    ("2.0255501e10", "US", None),
+    ("call me", "US", None),
+    ("030 901820", "US", None),
+]
+
+
+@pytest.mark.parametrize(("raw", "region", "expected"), CASES)
+def test_normalize_phone(raw: str, region: str, expected: str | None):
+    assert normalize_phone(raw, region) == expected
+
+
+def test_normalize_phones_matches_single_and_gives_reasons():
+    raw = [c[0] for c in CASES]
+    e164, reasons = normalize_phones(raw, [c[1] for c in CASES], "XX")
+    assert e164 == [c[2] for c in CASES]
+    assert reasons == [None if c[2] else "invalid_phone" for c in CASES]
+
+
+@pytest.mark.parametrize("empty", ["", "  ", "NULL", "null", "N/A", "NA", "none", "-", "\u3000"])
+def test_missing_phone(empty: str):
+    assert normalize_phone(empty, "US") is None
+    assert normalize_phones([empty], [""], "US") == ([None], ["missing_phone"])
+
+
+def test_country_column_by_name_and_iso_code_overrides_default_region():
+    raw = ["030 901820", "030 901820", "030 901820", "020 7946 0958", "020 7946 0958",
+           "(202) 555-0123", "(202) 555-0123"]
+    countries = ["Germany", "de", "Deutschland", "UK", "United Kingdom", "", "Atlantis"]
+    e164, reasons = normalize_phones(raw, countries, "US")
+    assert e164 == ["+4930901820"] * 3 + ["+442079460958"] * 2 + ["+12025550123"] * 2
+    assert reasons == [None] * 7
+    e164, reasons = normalize_phones(["(202) 555-0123"], ["gb"], "US")
+    assert (e164, reasons) == ([None], ["invalid_phone"])
+
+
+def test_region_for_country():
+    assert [region_for_country(v) for v in
+            ["US", "us", "United States", "U.S.A.", "Deutschland", "Germany", "UK",
+             "United Kingdom", "gb", "México", "Atlantis", "", "  "]] == [
+        "US", "US", "US", "US", "DE", "DE", "GB", "GB", "GB", "MX", None, None, None]
+
+
+def test_is_valid_region():
+    assert is_valid_region("US") and is_valid_region("DE")
+    assert not is_valid_region("us") and not is_valid_region("XX") and not is_valid_region("")
+
+
+def test_duplicates_share_one_answer_and_lengths_must_match():
+    e164, reasons = normalize_phones(["202 555 0123"] * 3 + ["x"] * 2, [""] * 5, "US")
+    assert e164 == ["+12025550123"] * 3 + [None] * 2
+    assert reasons == [None] * 3 + ["invalid_phone"] * 2
+    with pytest.raises(ValueError):
+        normalize_phones(["1"], [], "US")
+
+
+def test_nanp_key_depths_cover_every_area_code():
+    depths = _nanp_key_depths()
+    assert len(depths) == 1000
+    assert set(depths.values()) <= {3, 4, 5, 6, 7}
+    assert depths["202"] == 4 and depths["876"] == 7
+
+
+# NANP-shaped inputs: every area/exchange digit pattern, including 555, N11, 9xx, 0/1 leads.
+_digits = st.text("0123456789", min_size=1, max_size=1)
+_area = st.one_of(st.sampled_from(["202", "555", "211", "911", "976", "999", "246", "876",
+                                   "658", "268", "809", "416", "800", "900", "012", "123"]),
+                  st.text("0123456789", min_size=3, max_size=3))
+_exchange = st.one_of(st.sampled_from(["555", "211", "911", "012", "123", "976"]),
+                      st.text("0123456789", min_size=3, max_size=3))
+_line = st.text("0123456789", min_size=4, max_size=4)
+_sep = st.sampled_from(["", " ", "-", ".", " - ", "  "])
+_lead = st.sampled_from(["", "1", "+1", "001", "1 ", "+1 ", "+1-", "1-", "(", "+"])
+
+
+@st.composite
+def nanp_like(draw) -> str:
+    area = draw(_area)
+    if draw(st.booleans()):
+        area = f"({area})"
+    return (draw(_lead) + draw(_sep) + area + draw(_sep) + draw(_exchange) + draw(_sep)
+            + draw(_line))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(nanp_like(), min_size=1, max_size=40),
+       st.sampled_from(["US", "CA", "GB", "DE"]))
+def test_fast_path_equals_phonenumbers(numbers: list[str], region: str):
+    # Share prefixes inside a batch so cached answers are reused for other suffixes.
+    batch = numbers + [n[:-4] + n[-4:][::-1] for n in numbers]
+    e164, _ = normalize_phones(batch, [""] * len(batch), region)
+    assert e164 == [plain(n, region) for n in batch]
+
+
+def test_fast_path_equals_phonenumbers_for_every_area_code():
+    # Every area code × every exchange lead digit, two line numbers each, in one batch.
+    batch = [f"({a:03d}) {x}{a % 10}{x} {line}" for a in range(1000) for x in range(10)
+             for line in ("0123", "9876")]
+    e164, _ = normalize_phones(batch, [""] * len(batch), "US")
+    expected = []
+    for raw in batch:
+        number = phonenumbers.parse(raw, "US")
+        expected.append(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+                        if phonenumbers.is_valid_number(number) else None)
+    assert e164 == expected
+    assert sum(e is not None for e in e164) > 5000
