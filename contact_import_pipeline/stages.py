@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from contact_import_pipeline.columns import CONTACT_FIELDS, ColumnPlan, apply_plan, plan_columns
-from contact_import_pipeline.contacts_store import BATCH_COLUMNS, BatchOutcome, ContactsStore
+from contact_import_pipeline.contacts_store import BATCH_COLUMNS, ON_DUPLICATE_UPDATE, BatchOutcome, ContactsStore
 from contact_import_pipeline.csv_reading import CsvTable
 from contact_import_pipeline.options import ResolvedOptions
 from contact_import_pipeline.phones import normalize_phones
@@ -154,6 +154,8 @@ def dedupe(normalized: NormalizedImport, store: ContactsStore) -> DedupedImport:
     """Skip later copies of a phone within the file, then phones already in the workspace.
 
     Only this file's phones are looked up, so the cost follows the file, not the workspace.
+    With ``on_duplicate="update"`` phones already in the workspace stay in the batches, where the
+    insert merges them into the existing contacts.
     """
     started = time.perf_counter()
     contacts = normalized.contacts
@@ -162,6 +164,8 @@ def dedupe(normalized: NormalizedImport, store: ContactsStore) -> DedupedImport:
     first_row = contacts.drop_duplicates("phone_number").set_index("phone_number")["row"]
     existing = store.existing_phones(normalized.options.workspace_id, contacts.loc[~in_file, "phone_number"].tolist())
     is_existing = contacts["phone_number"].isin(existing).to_numpy() & ~in_file
+    if normalized.options.on_duplicate == ON_DUPLICATE_UPDATE:
+        is_existing[:] = False
     for mask, reason in ((in_file, "duplicate_in_file"), (is_existing, "duplicate_existing")):
         picked = contacts.loc[mask]
         if picked.empty:
@@ -319,6 +323,8 @@ def _values_from_plan(deduped: DedupedImport, record: pd.Series) -> list[str]:
     values = [""] * len(deduped.header)
     for name, position in deduped.plan.fields.items():
         values[position] = str(record[name])
+    if deduped.plan.full_name is not None:
+        values[deduped.plan.full_name] = f"{record['firstname']} {record['lastname']}".strip()
     if deduped.plan.phones:
         values[deduped.plan.phones[0]] = str(record["phone_raw"])
     return values
