@@ -184,6 +184,8 @@ def plan_columns(header: list[str], mapping: Mapping[str, str] | None, source: s
 def _split_names(full: pd.Series) -> tuple[pd.Series, pd.Series]:
     """"Smith, John" → (John, Smith); "Mary Ann Smith" → (Mary, Ann Smith): first token vs rest."""
     full = full.str.replace(r"\s+", " ", regex=True).str.strip()
+    if full.empty:  # str.partition of an empty Series has no columns to index
+        return full.copy(), full.copy()
     by_comma, by_space = full.str.partition(","), full.str.partition(" ")
     before, after, head, tail = by_comma[0], by_comma[2], by_space[0], by_space[2]
     comma = full.str.contains(",", regex=False)

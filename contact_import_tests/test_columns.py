@@ -156,6 +156,12 @@ def test_full_name_split_first_token_vs_rest_and_comma_form():
     assert out["lastname"].tolist() == ["Ann Smith", "Smith", "", "", "Lee"]
 
 
+def test_header_only_frame_with_a_name_column_gives_empty_columns():
+    plan = plan_columns(["Name", "Phone"], None, "h.csv")
+    out = apply_plan(frame_of([], []), plan)
+    assert (len(out), list(out.columns)) == (0, OUTPUT)
+
+
 def test_full_name_ignored_when_parts_present():
     header, frame = read_export("pipedrive.csv")
     plan = plan_columns(header, None, "pipedrive.csv")
