@@ -1,4 +1,5 @@
-"""Sensors: the new-file sensor that turns each upload into one partitioned import run.
+"""Sensors: the new-file sensor that turns each upload into one partitioned import run, and the
+failure sensor that leaves every failed import marked failed with its reason.
 
 Cursor design. The cursor is the set of ``key -> version`` already requested, kept only for
 objects still listed in the imports folders (a processed file moves to ``processed/`` and drops
@@ -17,7 +18,9 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
+from contact_import_pipeline import progress
 from contact_import_pipeline.bucket import BucketObject, ContactBucket
+from contact_import_pipeline.jobs import import_job
 from contact_import_pipeline.keys import (
     IMPORTS_FOLDER,
     PROCESSED_FOLDER,
@@ -32,6 +35,9 @@ IMPORT_JOB_NAME = "import_job"
 FILE_TAG = "contact_import/file"
 WORKSPACE_TAG = "contact_import/workspace"
 ORIGIN_TAG = "contact_import/origin"
+PARTITION_TAG = "dagster/partition"
+# The object version a run imports; lets the sensor skip files already launched by `trigger`.
+VERSION_TAG = "contact_import/version"
 
 
 @dataclass
@@ -74,6 +80,12 @@ def is_upload_candidate(key: str) -> bool:
 def _is_settled(obj: BucketObject, cursor: FileCursor, now: float, settle_seconds: float) -> bool:
     """A folder file is complete once unchanged since the last tick and a little while old."""
     return cursor.pending.get(obj.key) == obj.version and now - obj.last_modified >= settle_seconds
+
+
+def _already_launched(instance: dg.DagsterInstance, obj: BucketObject) -> bool:
+    """Whether a run for this exact file version exists (e.g. launched by `contact-import trigger`)."""
+    filters = dg.RunsFilter(tags={FILE_TAG: obj.key, VERSION_TAG: obj.version})
+    return bool(instance.get_run_records(filters=filters, limit=1))
 
 
 @dg.sensor(
@@ -119,12 +131,19 @@ def new_files_sensor(context: dg.SensorEvaluationContext, bucket: ContactBucket)
     run_requests = []
     for obj in chosen:
         cursor.requested[obj.key] = obj.version
+        if _already_launched(context.instance, obj):
+            continue
         import_key = parse_import_key(obj.key)
         run_requests.append(
             dg.RunRequest(
                 partition_key=obj.key,
                 run_key=f"{obj.key}@{obj.version}",
-                tags={FILE_TAG: obj.key, WORKSPACE_TAG: import_key.workspace_id, ORIGIN_TAG: "sensor"},
+                tags={
+                    FILE_TAG: obj.key,
+                    VERSION_TAG: obj.version,
+                    WORKSPACE_TAG: import_key.workspace_id,
+                    ORIGIN_TAG: "sensor",
+                },
             )
         )
     if deferred:
@@ -137,3 +156,35 @@ def new_files_sensor(context: dg.SensorEvaluationContext, bucket: ContactBucket)
         skip_reason=None if chosen else f"no new files ({waiting} still being written)",
         cursor=cursor.dump(),
     )
+
+
+def failure_reason(context: dg.RunFailureSensorContext) -> str:
+    """The failed steps' own messages (a dg.Failure's description, else the innermost exception)."""
+    reasons = []
+    for event in context.get_step_failure_events():
+        data = event.step_failure_data
+        if data.user_failure_data is not None and data.user_failure_data.description:
+            reasons.append(data.user_failure_data.description)
+            continue
+        error = data.error
+        while error is not None and error.cause is not None:  # the user code's error, not Dagster's wrapper
+            error = error.cause
+        reasons.append(f"step {event.step_key} failed: {error.message.strip() if error else 'unknown error'}")
+    return "; ".join(reasons) or context.failure_event.message or "the run failed"
+
+
+@dg.run_failure_sensor(monitored_jobs=[import_job], default_status=dg.DefaultSensorStatus.RUNNING)
+def import_failure_sensor(context: dg.RunFailureSensorContext) -> None:
+    """Leave every failed import with ``status=failed`` and its reason, and say who is affected.
+
+    The import's own code marks the file-level errors it catches; this covers what it cannot:
+    a crashed or killed run worker, a database outage after the retries, a bug.
+    """
+    run = context.instance.get_run_by_id(context.dagster_run.run_id) or context.dagster_run
+    current = progress.read_progress(run.tags)
+    reason = current.get("error") or failure_reason(context)
+    if current.get("status") != "failed" or not current.get("error"):
+        progress.report(context.instance, run.run_id, status="failed", error=reason)
+    file = run.tags.get(FILE_TAG) or run.tags.get(PARTITION_TAG) or "(unknown file)"
+    workspace = run.tags.get(WORKSPACE_TAG) or "(unknown workspace)"
+    context.log.error(f"contact import failed: run {run.run_id}, file {file}, workspace {workspace}: {reason}")

@@ -99,6 +99,7 @@ def test_request_names_partition_run_key_and_tags(backend) -> None:
     assert request.run_key == f"acme/imports/people.csv@{version}"
     assert request.tags == {
         "contact_import/file": "acme/imports/people.csv",
+        "contact_import/version": version,
         "contact_import/workspace": "acme",
         "contact_import/origin": "sensor",
     }
@@ -106,6 +107,26 @@ def test_request_names_partition_run_key_and_tags(backend) -> None:
     assert result.dynamic_partitions_requests[0].partitions_def_name == "contact_files"
     assert isinstance(ticker.tick().skip_reason, dg.SkipReason)
     assert ticker.run_keys == [request.run_key]
+
+
+def test_file_version_already_launched_elsewhere_is_not_requested_again(tmp_path) -> None:
+    """`contact-import trigger` uploads and launches itself; the sensor must not launch it twice."""
+    put_local(tmp_path, "acme/imports/a.csv", b"phone\n1\n")
+    put_local(tmp_path, "acme/imports/b.csv", b"phone\n2\n")
+    bucket = LocalFolderBucket(root=str(tmp_path))
+    versions = {o.key: o.version for o in bucket.list_objects()}
+    ticker = Ticker(bucket)
+    ticker.instance.add_run(
+        dg.DagsterRun(
+            job_name="import_job",
+            run_id="0" * 36,
+            tags={"contact_import/file": "acme/imports/a.csv", "contact_import/version": versions["acme/imports/a.csv"]},
+        )
+    )
+    settle(ticker)
+    ticker.tick()
+    assert ticker.partition_keys() == ["acme/imports/b.csv"]
+    assert ticker.tick().run_requests == []
 
 
 def test_1005_keys_each_requested_once_local(tmp_path, monkeypatch) -> None:
