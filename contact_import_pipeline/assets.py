@@ -163,6 +163,7 @@ def insert_batch(
         rows=batch.rows,
         row_numbers=batch.row_numbers,
         on_progress=on_progress,
+        on_duplicate=options.on_duplicate,
     )
     seconds = time.perf_counter() - started
     context.log.info(

@@ -4,6 +4,11 @@ Both dialects share the table definition. PostgreSQL gets a fast path for insert
 temporary stage, then one ordered ``INSERT … SELECT … ON CONFLICT``); SQLite uses ``executemany``.
 Each batch is one transaction that also records the batch's outcome in ``contact_import_batches``,
 so the database itself can prove which batches of an import landed, even after a crash.
+
+With ``on_duplicate="update"`` an existing contact is merged instead of skipped: its empty fields
+are filled from the row, a non-empty value is never overwritten, and the import tag is appended.
+Contacts created by an import carry ``metadata.import_tag``; merged ones keep their own metadata,
+which is what lets ``undo_import`` remove exactly what an import created.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ DEFAULT_DATABASE_PATH = Path(".contact_import") / "contacts.db"
 
 # Columns a batch row carries, in this order: the contact fields, then the E.164 phone.
 BATCH_COLUMNS: tuple[str, ...] = (*CONTACT_FIELDS, "phone_number")
+ON_DUPLICATE_SKIP, ON_DUPLICATE_UPDATE = "skip", "update"
 
 # PostgreSQL accepts 65,535 bind parameters per statement and SQLite 32,766; lookups stay below both.
 LOOKUP_CHUNK = 10_000
@@ -177,15 +183,16 @@ class ContactsStore:
         rows: Sequence[Sequence[str]],
         row_numbers: Sequence[int],
         on_progress: ProgressCallback | None = None,
+        on_duplicate: str = ON_DUPLICATE_SKIP,
     ) -> BatchOutcome:
         """Insert one batch in one transaction; a batch that already landed is not inserted again.
 
-        ``rows`` hold BATCH_COLUMNS values. Rows whose phone already exists in the workspace are
-        skipped (ON CONFLICT DO NOTHING) and their row numbers reported in ``conflict_rows``.
+        ``rows`` hold BATCH_COLUMNS values. With ``on_duplicate="skip"`` rows whose phone already
+        exists in the workspace are skipped (ON CONFLICT DO NOTHING) and their row numbers reported
+        in ``conflict_rows``; with ``"update"`` those contacts are merged and counted as updated.
         ``on_progress`` runs inside the transaction, after the outcome is written and while this
         import's progress lock is held, so progress readers see sums that only move forward.
         """
-        tags = json.dumps([import_tag])
         meta = {"import_tag": import_tag}
         if board_phone_number:
             meta["board_phone_number"] = board_phone_number
@@ -198,19 +205,22 @@ class ContactsStore:
             ).first()
             if previous is not None:
                 return _outcome(previous)
+            update = on_duplicate == ON_DUPLICATE_UPDATE
             if self.is_postgres:
-                inserted_phones = _pg_insert(conn, workspace_id, rows, tags, json.dumps(meta))
+                inserted_phones, updated_phones = _pg_insert(conn, workspace_id, rows, import_tag, json.dumps(meta), update)
             else:
-                inserted_phones = _sqlite_insert(conn, workspace_id, rows, tags, meta)
+                inserted_phones, updated_phones = _sqlite_insert(conn, workspace_id, rows, import_tag, meta, update)
             phone_at = BATCH_COLUMNS.index("phone_number")
             conflict_rows = [
-                number for row, number in zip(rows, row_numbers) if row[phone_at] not in inserted_phones
+                number
+                for row, number in zip(rows, row_numbers)
+                if row[phone_at] not in inserted_phones and row[phone_at] not in updated_phones
             ]
             outcome = BatchOutcome(
                 rows=len(rows),
                 imported=len(inserted_phones),
                 skipped=len(conflict_rows),
-                updated=0,
+                updated=len(updated_phones),
                 conflict_rows=conflict_rows,
             )
             conn.execute(
@@ -268,6 +278,23 @@ class ContactsStore:
         each = sa.func.json_each(contacts.c.tags).table_valued("value")
         return sa.exists(sa.select(1).select_from(each).where(each.c.value == import_tag))
 
+    def undo_import(self, workspace_id: str, import_tag: str, dry_run: bool = False) -> int:
+        """Delete the contacts this import created in the workspace and return how many (one statement).
+
+        Created contacts carry ``metadata.import_tag`` and the tag; contacts that existed before
+        the import, or that it only updated, lack the former and are never touched. ``dry_run``
+        counts without deleting. Running it again deletes nothing and returns 0.
+        """
+        created = sa.and_(
+            contacts.c.workspace_id == workspace_id,
+            contacts.c.metadata["import_tag"].as_string() == import_tag,
+            self.has_tag(import_tag),
+        )
+        with self.engine.begin() as conn:
+            if dry_run:
+                return conn.execute(sa.select(sa.func.count()).select_from(contacts).where(created)).scalar_one()
+            return conn.execute(contacts.delete().where(created)).rowcount
+
     def count_contacts(self, workspace_id: str) -> int:
         with self.engine.connect() as conn:
             return conn.execute(
@@ -315,11 +342,33 @@ def _contact_dict(mapping: Any) -> dict[str, Any]:
 _STAGE_COLUMNS = ", ".join(BATCH_COLUMNS)
 
 
-def _pg_insert(conn: sa.Connection, workspace_id: str, rows: Sequence[Sequence[str]], tags: str, meta: str) -> set[str]:
-    """COPY the batch into a temporary stage, then insert it in phone order.
+# Merge of an existing contact: fill a field only where it is NULL or '' and the row has a value.
+_PG_FILL = ", ".join(
+    f"{c} = CASE WHEN (contacts.{c} IS NULL OR contacts.{c} = '') AND EXCLUDED.{c} <> '' "
+    f"THEN EXCLUDED.{c} ELSE contacts.{c} END"
+    for c in CONTACT_FIELDS
+)
+_PG_ON_CONFLICT = {
+    False: "DO NOTHING RETURNING phone_number, true",
+    True: (
+        f"DO UPDATE SET {_PG_FILL}, "
+        "tags = CASE WHEN COALESCE(contacts.tags, '[]'::jsonb) @> EXCLUDED.tags THEN contacts.tags "
+        "ELSE COALESCE(contacts.tags, '[]'::jsonb) || EXCLUDED.tags END, "
+        "updated_at = now() "
+        "RETURNING phone_number, (xmax = 0) AS inserted"
+    ),
+}
+
+
+def _pg_insert(
+    conn: sa.Connection, workspace_id: str, rows: Sequence[Sequence[str]], import_tag: str, meta: str, update: bool
+) -> tuple[set[str], set[str]]:
+    """COPY the batch into a temporary stage, then insert (or merge) it in phone order.
 
     The stable order means two imports into one workspace take index locks in the same order and
-    cannot deadlock; the unique index plus ON CONFLICT turns late duplicates into skips.
+    cannot deadlock; the unique index plus ON CONFLICT turns late duplicates into skips, or into
+    merges when ``update``. ``xmax = 0`` tells a freshly inserted row from a merged one.
+    Returns (inserted phones, updated phones).
     """
     dbapi = conn.connection.driver_connection
     with dbapi.cursor() as cur:
@@ -334,16 +383,29 @@ def _pg_insert(conn: sa.Connection, workspace_id: str, rows: Sequence[Sequence[s
             f"INSERT INTO contacts (workspace_id, {_STAGE_COLUMNS}, tags, metadata) "
             f"SELECT %s, {_STAGE_COLUMNS}, %s::jsonb, %s::jsonb FROM contact_import_stage "
             "ORDER BY phone_number "
-            "ON CONFLICT (workspace_id, phone_number) DO NOTHING RETURNING phone_number",
-            (workspace_id, tags, meta),
+            f"ON CONFLICT (workspace_id, phone_number) {_PG_ON_CONFLICT[update]}",
+            (workspace_id, json.dumps([import_tag]), meta),
         )
-        return {r[0] for r in cur.fetchall()}
+        inserted: set[str] = set()
+        updated: set[str] = set()
+        for phone, was_inserted in cur.fetchall():
+            (inserted if was_inserted else updated).add(phone)
+        return inserted, updated
 
 
 def _sqlite_insert(
-    conn: sa.Connection, workspace_id: str, rows: Sequence[Sequence[str]], tags: str, meta: dict[str, str]
-) -> set[str]:
-    """Insert row by row in phone order, keeping the phones that were new."""
+    conn: sa.Connection,
+    workspace_id: str,
+    rows: Sequence[Sequence[str]],
+    import_tag: str,
+    meta: dict[str, str],
+    update: bool,
+) -> tuple[set[str], set[str]]:
+    """Insert new phones row by row in phone order and, when ``update``, merge the existing ones.
+
+    The transaction holds SQLite's write lock (BEGIN IMMEDIATE), so the lookup cannot go stale.
+    Returns (inserted phones, updated phones).
+    """
     phone_at = BATCH_COLUMNS.index("phone_number")
     existing = set()
     phones = [row[phone_at] for row in rows]
@@ -359,8 +421,44 @@ def _sqlite_insert(
     new_rows = sorted((row for row in rows if row[phone_at] not in existing), key=lambda r: r[phone_at])
     if new_rows:
         values = [
-            {"id": uuid.uuid4(), "workspace_id": workspace_id, **dict(zip(BATCH_COLUMNS, row)), "tags": json.loads(tags), "metadata": meta}
+            {"id": uuid.uuid4(), "workspace_id": workspace_id, **dict(zip(BATCH_COLUMNS, row)), "tags": [import_tag], "metadata": meta}
             for row in new_rows
         ]
         conn.execute(contacts.insert(), values)
-    return {row[phone_at] for row in new_rows}
+    merged = sorted((row for row in rows if row[phone_at] in existing), key=lambda r: r[phone_at]) if update else []
+    if merged:
+        conn.execute(
+            _SQLITE_MERGE,
+            [{"b_workspace": workspace_id, "b_tag": import_tag, **{f"b_{c}": v for c, v in zip(BATCH_COLUMNS, row)}} for row in merged],
+        )
+    return {row[phone_at] for row in new_rows}, {row[phone_at] for row in merged}
+
+
+def _sqlite_fill(column: str) -> sa.ColumnElement[Any]:
+    """The column's value, or the row's when the column is NULL or '' and the row has one."""
+    current = contacts.c[column]
+    given = sa.bindparam(f"b_{column}")
+    return sa.case(
+        (sa.and_(sa.or_(current.is_(None), current == ""), given != ""), given), else_=current
+    )
+
+
+def _sqlite_tags_with(tag: sa.BindParameter[str]) -> sa.ColumnElement[Any]:
+    """``tags`` with the import tag appended unless already present (SQLite JSON1)."""
+    each = sa.func.json_each(contacts.c.tags).table_valued("value")
+    present = sa.exists(sa.select(1).select_from(each).where(each.c.value == tag))
+    appended = sa.func.json_insert(sa.func.coalesce(contacts.c.tags, sa.literal_column("'[]'")), "$[#]", tag)
+    return sa.case((present, contacts.c.tags), else_=sa.type_coerce(appended, sa.JSON))
+
+
+_SQLITE_MERGE = (
+    contacts.update()
+    .where(
+        contacts.c.workspace_id == sa.bindparam("b_workspace"),
+        contacts.c.phone_number == sa.bindparam("b_phone_number"),
+    )
+    .values(
+        {c: _sqlite_fill(c) for c in CONTACT_FIELDS}
+        | {"tags": _sqlite_tags_with(sa.bindparam("b_tag")), "updated_at": sa.func.now()}
+    )
+)

@@ -162,10 +162,12 @@ def dedupe(normalized: NormalizedImport, store: ContactsStore) -> DedupedImport:
     rejects = list(normalized.rejects)
     in_file = contacts.duplicated("phone_number", keep="first").to_numpy()
     first_row = contacts.drop_duplicates("phone_number").set_index("phone_number")["row"]
-    existing = store.existing_phones(normalized.options.workspace_id, contacts.loc[~in_file, "phone_number"].tolist())
+    existing = (
+        set()
+        if normalized.options.on_duplicate == ON_DUPLICATE_UPDATE
+        else store.existing_phones(normalized.options.workspace_id, contacts.loc[~in_file, "phone_number"].tolist())
+    )
     is_existing = contacts["phone_number"].isin(existing).to_numpy() & ~in_file
-    if normalized.options.on_duplicate == ON_DUPLICATE_UPDATE:
-        is_existing[:] = False
     for mask, reason in ((in_file, "duplicate_in_file"), (is_existing, "duplicate_existing")):
         picked = contacts.loc[mask]
         if picked.empty:
