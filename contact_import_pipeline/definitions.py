@@ -6,12 +6,12 @@ from contact_import_pipeline import jobs
 from contact_import_pipeline.assets import contacts, deduped_contacts, normalized_contacts, raw_csv
 from contact_import_pipeline.bucket import bucket_from_env
 from contact_import_pipeline.resources import ContactsDatabase
-from contact_import_pipeline.sensors import new_files_sensor
+from contact_import_pipeline.sensors import import_failure_sensor, new_files_sensor
 
 defs = dg.Definitions(
     assets=[raw_csv, normalized_contacts, deduped_contacts, contacts],
     jobs=[jobs.import_job],
-    sensors=[new_files_sensor],
+    sensors=[new_files_sensor, import_failure_sensor],
     resources={"bucket": bucket_from_env(), "contacts_db": ContactsDatabase()},
 )
 

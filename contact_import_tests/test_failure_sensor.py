@@ -1,0 +1,92 @@
+"""The run-failure sensor: a failed import always ends with status=failed, its reason, and a log line."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from contact_import_pipeline import progress
+from contact_import_pipeline.runner import ImportFailed, ImportRequest, run_import
+from contact_import_pipeline.sensors import import_failure_sensor
+
+# Nothing listens on port 1: the contacts database "goes away" outside our own error handling.
+UNREACHABLE_DB = "postgresql+psycopg://nobody@127.0.0.1:1/contacts"
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def _failed_run(instance: dg.DagsterInstance, csv: Path, database_url: str) -> str:
+    with pytest.raises(ImportFailed) as failed:
+        run_import(ImportRequest(source=str(csv), workspace_id="acme"), database_url=database_url, instance=instance)
+    return failed.value.run_id
+
+
+def _evaluate(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    """Run the sensor on the run's failure event like the daemon does; return its log lines."""
+    (failure,) = instance.all_logs(run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+    sensor_context = dg.build_sensor_context(instance=instance)
+    records = _Records()
+    sensor_context.log.addHandler(records)
+    context = dg.build_run_status_sensor_context(
+        sensor_name=import_failure_sensor.name,
+        dagster_event=failure.dagster_event,
+        dagster_instance=instance,
+        dagster_run=instance.get_run_by_id(run_id),
+        context=sensor_context,
+    ).for_run_failure()
+    import_failure_sensor(context)
+    return records.messages
+
+
+def test_marks_a_crash_our_code_did_not_catch(tmp_path: Path) -> None:
+    csv = tmp_path / "people.csv"
+    csv.write_text("name,phone\nAda,+1 202 456 1414\n")
+    with dg.instance_for_test() as instance:
+        run_id = _failed_run(instance, csv, UNREACHABLE_DB)
+        before = progress.read_progress(instance.get_run_by_id(run_id).tags)
+        assert before["status"] == "initializing" and "error" not in before
+
+        messages = _evaluate(instance, run_id)
+
+        after = progress.read_progress(instance.get_run_by_id(run_id).tags)
+        assert after["status"] == "failed"
+        assert after["error"].startswith("step deduped_contacts failed: ")
+        assert "127.0.0.1" in after["error"] and "port 1" in after["error"]
+        (line,) = [m for m in messages if m.startswith("contact import failed")]
+        assert line == (
+            f"contact import failed: run {run_id}, file acme/imports/people.csv, workspace acme: {after['error']}"
+        )
+
+
+def test_keeps_the_reason_our_code_already_gave(tmp_path: Path) -> None:
+    csv = tmp_path / "no-phone.csv"
+    csv.write_text("name,email\nAda,ada@example.com\n")
+    with dg.instance_for_test() as instance:
+        run_id = _failed_run(instance, csv, f"sqlite:///{tmp_path / 'contacts.db'}")
+        before = progress.read_progress(instance.get_run_by_id(run_id).tags)
+        assert before["status"] == "failed" and "phone" in before["error"]
+
+        messages = _evaluate(instance, run_id)
+
+        after = progress.read_progress(instance.get_run_by_id(run_id).tags)
+        assert (after["status"], after["error"]) == ("failed", before["error"])
+        assert messages == [
+            f"contact import failed: run {run_id}, file acme/imports/no-phone.csv, workspace acme: {before['error']}"
+        ]
+
+
+def test_is_on_by_default_and_watches_the_import_job() -> None:
+    assert import_failure_sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    from contact_import_pipeline.definitions import defs
+
+    assert defs.resolve_sensor_def(import_failure_sensor.name) is not None
