@@ -13,10 +13,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from contact_import_pipeline import history
 from contact_import_pipeline.contacts_store import ContactsStore, default_database_url
 from contact_import_pipeline.errors import OptionsError
 from contact_import_pipeline.keys import validate_workspace_id
-from contact_import_pipeline.runner import LOCAL_HOME, ImportFailed, ImportRequest, run_import
+from contact_import_pipeline.runner import LOCAL_HOME, ImportFailed, ImportRequest, local_instance, run_import
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 DEMO_WORKSPACE = "demo"
@@ -56,6 +57,20 @@ def _build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="import the bundled sample into the local default and explain what to do next")
     demo.set_defaults(handler=_cmd_demo)
+
+    hist = commands.add_parser("imports", help="list a workspace's past imports (from Dagster's run history)")
+    hist.add_argument("--workspace", required=True)
+    hist.add_argument("--json", action="store_true", help="print a JSON list")
+    hist.set_defaults(handler=_cmd_imports)
+
+    undo = commands.add_parser("undo", help="delete the contacts an import created (never those it skipped or updated)")
+    undo.add_argument("tag", help="the import tag")
+    undo.add_argument("--workspace", required=True)
+    undo.add_argument("--dry-run", action="store_true", help="only print how many contacts would be deleted")
+    undo.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    undo.add_argument("--database-url", default=None)
+    undo.add_argument("--json", action="store_true", help="print one JSON object")
+    undo.set_defaults(handler=_cmd_undo)
     return parser
 
 
@@ -151,6 +166,66 @@ def _cmd_demo(_args: argparse.Namespace) -> int:
         "and the sensor imports it.\n"
         f"List the imported contacts: .venv/bin/contact-import contacts --workspace {DEMO_WORKSPACE}"
     )
+    return EXIT_OK
+
+
+def _cmd_imports(args: argparse.Namespace) -> int:
+    try:
+        validate_workspace_id(args.workspace)
+    except OptionsError as exc:
+        return _fail(args, str(exc), EXIT_BAD_INPUT)
+    entries = history.list_imports(local_instance(), args.workspace)
+    if args.json:
+        _print_json([entry.to_dict() for entry in entries])
+        return EXIT_OK
+    for e in entries:
+        undone = f" | undone {e.undone_at} ({e.undone_count} deleted)" if e.undone_at else ""
+        print(
+            f"{e.started_at or '-'}  {e.status:<10} {e.import_tag}  {e.file}\n"
+            f"  total {e.total} | imported {e.imported} | updated {e.updated} | skipped {e.skipped} | "
+            f"failed {e.failed} | ended {e.ended_at or '-'} | {e.origin} | run {e.run_id}{undone}"
+        )
+    print(f"{len(entries)} imports")
+    return EXIT_OK
+
+
+def _cmd_undo(args: argparse.Namespace) -> int:
+    """Count, confirm, delete in one statement, then record the undo on the import's runs."""
+    try:
+        validate_workspace_id(args.workspace)
+    except OptionsError as exc:
+        return _fail(args, str(exc), EXIT_BAD_INPUT)
+    store = ContactsStore(args.database_url or default_database_url())
+    store.create_schema()
+    instance = local_instance()
+    result: dict[str, Any] = {"workspace_id": args.workspace, "import_tag": args.tag}
+    count = store.undo_import(args.workspace, args.tag, dry_run=True)
+    if args.dry_run:
+        return _undo_report(args, result | {"dry_run": True, "would_delete": count},
+                            f"would delete {count} contacts created by import {args.tag} in workspace {args.workspace}")
+    if count and not args.yes:
+        if not sys.stdin.isatty():
+            return _fail(args, f"undo would delete {count} contacts; pass --yes to confirm (no terminal to ask)", EXIT_BAD_INPUT)
+        answer = input(f"Delete {count} contacts created by import {args.tag} in workspace {args.workspace}? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            return _fail(args, "undo cancelled; nothing deleted", EXIT_BAD_INPUT)
+    deleted = store.undo_import(args.workspace, args.tag)
+    history.record_undo(instance, args.workspace, args.tag, deleted)
+    if deleted:
+        message = f"deleted {deleted} contacts created by import {args.tag} in workspace {args.workspace}"
+    else:
+        previous = history.undone_at(instance, args.workspace, args.tag)
+        message = f"nothing to undo: import {args.tag} has no remaining contacts in workspace {args.workspace}" + (
+            f" (already undone at {previous})" if previous else ""
+        )
+    return _undo_report(args, result | {"dry_run": False, "deleted": deleted}, message)
+
+
+def _undo_report(args: argparse.Namespace, result: dict[str, Any], message: str) -> int:
+    if args.json:
+        _print_json(result)
+    else:
+        print(message)
     return EXIT_OK
 
 
