@@ -50,11 +50,17 @@ COPY_BLOCK_BYTES = 1 << 20
 
 
 def normalize_phone(raw: str) -> str | None:
-    """E.164 for a valid number, else None; the same rule the pipeline applies (region US)."""
-    if not raw or not raw.strip():
+    """E.164 for a valid number, else None; the same rule the pipeline applies (region US).
+
+    A leading "00" exit code counts as "+", as phonenumbers alone does not know it for the US.
+    """
+    text = raw.strip()
+    if not text:
         return None
+    if text.startswith("00"):
+        text = "+" + text[2:]
     try:
-        number = phonenumbers.parse(raw, REGION)
+        number = phonenumbers.parse(text, REGION)
     except phonenumbers.NumberParseException:
         return None
     if not phonenumbers.is_valid_number(number):

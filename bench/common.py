@@ -10,6 +10,7 @@ import os
 import resource
 import secrets
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,6 +44,9 @@ PHONE_HEADER = "Phone"
 WORKSPACE_ID = "bench"
 # Every baseline tags its rows like the pipeline does, so all lines write the same bytes.
 IMPORT_TAG_JSON = '["import:2024-06-01T00:00:00Z"]'
+
+# Seconds to wait for sessions (autovacuum) to leave a template database before giving up.
+TEMPLATE_BUSY_RETRIES = 60
 
 FALLBACK_DDL = """
 CREATE TABLE contacts (id UUID PRIMARY KEY DEFAULT gen_random_uuid(), workspace_id TEXT NOT NULL,
@@ -80,9 +84,17 @@ def sqlalchemy_url(dbname: str) -> str:
 def create_database(template: str | None = None) -> str:
     """Create an empty database ``bench_<random>`` (optionally a copy of ``template``)."""
     name = f"bench_{secrets.token_hex(6)}"
+    clause = f" TEMPLATE {template}" if template else ""
     with psycopg.connect(ADMIN_CONNINFO, autocommit=True) as conn:
-        clause = f" TEMPLATE {template}" if template else ""
-        conn.execute(f"CREATE DATABASE {name}{clause}")
+        for attempt in range(TEMPLATE_BUSY_RETRIES):
+            try:
+                conn.execute(f"CREATE DATABASE {name}{clause}")
+                return name
+            except psycopg.errors.ObjectInUse:
+                # An autovacuum worker may still be connected to a freshly loaded template.
+                if attempt == TEMPLATE_BUSY_RETRIES - 1:
+                    raise
+                time.sleep(1)
     return name
 
 
@@ -113,7 +125,11 @@ def create_schema(dbname: str) -> str:
     if pipeline_module_exists("contact_import_pipeline.contacts_store"):
         from contact_import_pipeline.contacts_store import ContactsStore
 
-        ContactsStore(sqlalchemy_url(dbname)).create_schema()
+        store = ContactsStore(sqlalchemy_url(dbname))
+        try:
+            store.create_schema()
+        finally:
+            store.dispose()  # a pooled connection would keep the database from being dropped or copied
         return "ContactsStore.create_schema"
     with psycopg.connect(conninfo(dbname), autocommit=True) as conn:
         conn.execute(FALLBACK_DDL)

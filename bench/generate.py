@@ -147,7 +147,7 @@ def _group(digits: str, sizes: tuple[int, ...]) -> list[str]:
 
 
 def format_us(digits: str, style: int) -> str:
-    """One of eight ways people write a 10-digit North American number."""
+    """One of nine ways people write a 10-digit North American number."""
     a, b, c = digits[:3], digits[3:6], digits[6:]
     return (
         f"({a}) {b}-{c}",
@@ -158,26 +158,29 @@ def format_us(digits: str, style: int) -> str:
         f"+1 ({a}) {b}-{c}",
         f"1-{a}-{b}-{c}",
         f"[{a}] {b} {c}",
-    )[style % 8]
+        f"001 {a} {b} {c}",  # "00" exit code + country code 1, as dialled from most countries
+    )[style % 9]
 
 
-US_STYLES = 8
+US_STYLES = 9
 
 
 def format_international(cc: str, national: str, grouping: tuple[int, ...], trunk: bool, style: int) -> str:
-    """One of four ways an international number shows up in a US export."""
+    """One of five ways an international number shows up in a US export."""
     grouped = " ".join(_group(national, grouping))
-    style %= 4
+    style %= 5
     if style == 0:
         return f"+{cc} {grouped}"
     if style == 1:
         return f"+{cc}{national}"
     if style == 2:
         return f"011 {cc} {grouped}"  # US international dialling prefix
+    if style == 3:
+        return f"00{cc} {grouped}"  # "00" exit code used outside North America
     return f"+{cc} (0){grouped}" if trunk else f"+{cc}-{national}"
 
 
-INTERNATIONAL_STYLES = 4
+INTERNATIONAL_STYLES = 5
 
 
 def _fresh_international(rng: np.random.Generator) -> tuple[str, str, tuple[int, ...], bool]:
@@ -200,7 +203,7 @@ def _invalid_phone(rng: np.random.Generator, us_digits: str) -> str:
     if kind == 3:
         return f"+1 1{us_digits[1:3]} {us_digits[3:6]} {us_digits[6:]}"  # area code cannot start with 1
     if kind == 4:
-        return f"001 {us_digits[:3]} {us_digits[3:6]} {us_digits[6:]}"  # wrong exit code for the US (011)
+        return f"{us_digits[:3]}-{us_digits[3:6]}-{us_digits[6:]}9"  # a digit too many
     return f"({us_digits[:3]}) {us_digits[3:6]}-{us_digits[6:9]}"  # a digit short
 
 

@@ -1,0 +1,318 @@
+"""The pipeline's own benchmark lines, each run in a fresh process by ``bench.run``.
+
+* ``cli``: ``contact-import import <csv> --workspace bench --database-url … --json`` as a whole
+  process; wall time of that process, peak RSS of its largest process.
+* ``launched``: the import job as a launched run with its own multiprocess executor
+  (``dagster.execute_job`` on a reconstructable job, a temporary Dagster instance, the file in a
+  temporary bucket folder); seconds of ``execute_job``, peak RSS of the largest process.
+* ``noop``: a job of six no-op steps shaped like a one-batch import (raw_csv → normalized →
+  deduped → plan → 1 insert → summarize) under the same executor, the floor for ``launched``.
+* ``cli`` with ``--template``: the same CLI import into a copy of a database whose workspace
+  ``big`` already holds 1M contacts (``workspace1m``).
+
+    python -m bench.pipeline cli bench/data/contacts_5k.csv         # prints one JSON line
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from bench.common import (
+    ADMIN_CONNINFO,
+    REPO_DIR,
+    WORKSPACE_ID,
+    TreeSampler,
+    conninfo,
+    count_contacts,
+    create_schema,
+    fresh_database,
+    pipeline_module_exists,
+    self_peak_rss_mb,
+    sqlalchemy_url,
+)
+
+DEFINITIONS_MODULE = "contact_import_pipeline.definitions"
+IMPORT_JOB_NAME = "import_job"
+PARTITIONS_NAME = "contact_files"
+# Environment the pipeline reads (contacts_store.DATABASE_URL_ENV, bucket.BUCKET_DIR_ENV).
+DATABASE_URL_ENV = "CONTACTS_DATABASE_URL"
+BUCKET_DIR_ENV = "CONTACT_BUCKET_DIR"
+MAX_CONCURRENT = 5
+# Workspace that holds the preloaded million contacts, and the template database keeping them.
+BIG_WORKSPACE = "big"
+TEMPLATE_DB = "bench_template_1m"
+BIG_WORKSPACE_CONTACTS = 1_000_000
+
+
+def cli_path() -> Path:
+    """The ``contact-import`` script installed beside the running interpreter."""
+    return Path(sys.executable).parent / "contact-import"
+
+
+def cli_available() -> bool:
+    return cli_path().exists() and pipeline_module_exists("contact_import_pipeline.cli")
+
+
+def launched_available() -> bool:
+    return pipeline_module_exists(DEFINITIONS_MODULE)
+
+
+def _children_peak_mb() -> float:
+    """Largest RSS of any reaped descendant (Linux keeps the max over the whole reaped tree)."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def _json_tail(text: str) -> dict[str, Any]:
+    """The JSON object the CLI printed: the whole output, else its last line that parses."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        for line in reversed(text.strip().splitlines()):
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(value, dict):
+                return value
+    return {}
+
+
+def run_cli(csv_path: Path, dbname: str, workspace_id: str = WORKSPACE_ID) -> dict[str, Any]:
+    """Run the CLI import as a whole process; wall seconds and its largest process's peak RSS."""
+    command = [
+        str(cli_path()), "import", str(csv_path), "--workspace", workspace_id,
+        "--database-url", sqlalchemy_url(dbname), "--json",
+    ]
+    with tempfile.TemporaryDirectory() as home:
+        env = {**os.environ, "DAGSTER_HOME": home}
+        Path(home, "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        started = time.perf_counter()
+        process = subprocess.Popen(command, cwd=REPO_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        with TreeSampler(process.pid) as sampler:
+            stdout, stderr = process.communicate()
+        seconds = time.perf_counter() - started
+    if process.returncode != 0:
+        raise RuntimeError(f"contact-import exited {process.returncode}: {stderr.strip()[-2000:]}")
+    summary = _json_tail(stdout)
+    return {
+        "seconds": seconds,
+        "peak_rss_mb": max(_children_peak_mb(), sampler.largest_mb),
+        "tree_rss_mb": sampler.total_mb,
+        "contacts": count_contacts(dbname, workspace_id),
+        "timings": summary.get("timings"),
+    }
+
+
+def import_job() -> Any:
+    """The pipeline's import job, resolved; the reconstructor every step process calls."""
+    from contact_import_pipeline.definitions import defs
+
+    return defs.resolve_job_def(IMPORT_JOB_NAME)
+
+
+def _execution_config(job: Any) -> dict[str, Any]:
+    """Run config for the executor: 5 processes at once when the job leaves it open.
+
+    A job whose executor is already configured (the import job's is) takes no executor config.
+    """
+    if job.executor_def.name == "multi_or_in_process_executor":
+        return {"execution": {"config": {"multiprocess": {"max_concurrent": MAX_CONCURRENT}}}}
+    return {}
+
+
+def _find_timings(result: Any) -> dict[str, float] | None:
+    """The summary's ``timings``: from the ``contacts`` output, else from any event's metadata."""
+    try:
+        summary = result.output_for_node("contacts")
+        if isinstance(summary, dict) and summary.get("timings"):
+            return summary["timings"]
+    except Exception:  # noqa: BLE001 - the output may not be loadable; metadata is the fallback
+        pass
+    for event in result.all_events:
+        if event.is_step_materialization:
+            metadata = event.step_materialization_data.materialization.metadata
+            if "timings" in metadata:
+                return metadata["timings"].value
+    return None
+
+
+def _execute(job_factory: str, run_config: dict[str, Any], instance_dir: Path, tags: dict[str, str], partition_key: str | None) -> dict[str, Any]:
+    """Execute a reconstructable job under a temporary instance and time ``execute_job``."""
+    import dagster as dg
+
+    instance_dir.mkdir(parents=True, exist_ok=True)
+    instance = dg.DagsterInstance.local_temp(tempdir=str(instance_dir), overrides={"telemetry": {"enabled": False}})
+    if partition_key:
+        instance.add_dynamic_partitions(PARTITIONS_NAME, [partition_key])
+    job = dg.build_reconstructable_job("bench.pipeline", job_factory, reconstructor_working_directory=str(REPO_DIR))
+    started = time.perf_counter()
+    # Step processes are children of a forkserver that outlives the run, so rusage alone misses them.
+    with TreeSampler(os.getpid()) as sampler, dg.execute_job(job, instance=instance, run_config=run_config, tags=tags) as result:
+        seconds = time.perf_counter() - started
+        if not result.success:
+            failures = [e.message for e in result.all_events if e.is_step_failure]
+            raise RuntimeError(f"{job_factory} run failed: {failures[:3]}")
+        steps = sum(1 for e in result.all_events if e.is_step_success)
+        timings = _find_timings(result) if partition_key else None
+    return {
+        "seconds": seconds,
+        "steps": steps,
+        "timings": timings,
+        "peak_rss_mb": max(self_peak_rss_mb(), _children_peak_mb(), sampler.largest_mb),
+        "tree_rss_mb": sampler.total_mb,
+    }
+
+
+def run_launched(csv_path: Path, db_url: str, workspace_id: str = WORKSPACE_ID) -> dict[str, Any]:
+    """Import ``csv_path`` as a launched run of the import job with the multiprocess executor.
+
+    The file is put into a temporary bucket folder under ``<workspace>/imports/`` and added as a
+    dynamic partition, as the sensor would; step processes inherit the bucket and database
+    settings from the environment.
+    """
+    if not launched_available():
+        raise NotImplementedError("needs contact_import_pipeline.definitions")
+    key = f"{workspace_id}/imports/{csv_path.name}"
+    with tempfile.TemporaryDirectory() as tmp:
+        bucket = Path(tmp, "bucket")
+        (bucket / workspace_id / "imports").mkdir(parents=True)
+        shutil.copyfile(csv_path, bucket / key)
+        os.environ[BUCKET_DIR_ENV] = str(bucket)
+        os.environ[DATABASE_URL_ENV] = db_url
+        run_config = {"ops": {"raw_csv": {"config": {"workspace_id": workspace_id}}}, **_execution_config(import_job())}
+        return _execute("import_job", run_config, Path(tmp, "home"), {"dagster/partition": key}, key)
+
+
+def _noop_ops() -> Any:
+    import dagster as dg
+
+    @dg.op
+    def raw_csv() -> int:
+        return 0
+
+    @dg.op
+    def normalized(raw: int) -> int:
+        return raw
+
+    @dg.op
+    def deduped(rows: int) -> int:
+        return rows
+
+    @dg.op(out=dg.DynamicOut(int))
+    def plan(rows: int) -> Any:
+        yield dg.DynamicOutput(rows, mapping_key="batch_0")
+
+    @dg.op
+    def insert(batch: int) -> int:
+        return batch
+
+    @dg.op
+    def summarize(results: list[int]) -> int:
+        return sum(results)
+
+    return raw_csv, normalized, deduped, plan, insert, summarize
+
+
+def noop_executor() -> tuple[Any, str]:
+    """The import job's executor, or (while the pipeline cannot be imported) the one it declares."""
+    import dagster as dg
+
+    try:
+        return import_job().executor_def, "import job's executor"
+    except ImportError:
+        fallback = dg.multiprocess_executor.configured(
+            {"max_concurrent": MAX_CONCURRENT, "start_method": {"forkserver": {}}}
+        )
+        return fallback, "multiprocess, forkserver, max_concurrent 5 (pipeline not importable)"
+
+
+def noop_job() -> Any:
+    """Six no-op steps shaped like a one-batch import, under the import job's own executor."""
+    import dagster as dg
+
+    raw_csv, normalized, deduped, plan, insert, summarize = _noop_ops()
+
+    @dg.job(executor_def=noop_executor()[0])
+    def noop_import() -> None:
+        summarize(plan(deduped(normalized(raw_csv()))).map(insert).collect())
+
+    return noop_import
+
+
+def run_noop() -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        outcome = _execute("noop_job", {}, Path(tmp, "home"), {}, None)
+    outcome["executor"] = noop_executor()[1]
+    return outcome
+
+
+def ensure_template(normalized_1m: Path) -> str:
+    """A template database whose workspace ``big`` holds the 1M normalized contacts (built once)."""
+    from bench.baselines import copy_file
+
+    with psycopg.connect(ADMIN_CONNINFO, autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (TEMPLATE_DB,)).fetchone():
+            return TEMPLATE_DB
+        conn.execute(f"CREATE DATABASE {TEMPLATE_DB}")
+    try:
+        create_schema(TEMPLATE_DB)
+        copy_file(TEMPLATE_DB, normalized_1m, workspace_id=BIG_WORKSPACE)
+        with psycopg.connect(conninfo(TEMPLATE_DB), autocommit=True) as conn:
+            # Top up to exactly 1M with numbers in the unassigned area code 300, which no import
+            # file contains, so the workspace is as big as promised without changing the overlap.
+            conn.execute(
+                "INSERT INTO contacts (workspace_id, phone_number, firstname, lastname, tags) "
+                "SELECT %(ws)s, '+1300' || lpad(g::text, 7, '0'), 'Filler', 'Contact', '[]' "
+                "FROM generate_series(1, %(need)s) AS g",
+                {"ws": BIG_WORKSPACE, "need": BIG_WORKSPACE_CONTACTS - count_contacts(TEMPLATE_DB, BIG_WORKSPACE)},
+            )
+            conn.execute("VACUUM ANALYZE contacts")
+        with psycopg.connect(ADMIN_CONNINFO, autocommit=True) as conn:
+            # Keeps autovacuum and stray sessions out, so copies of it can always be made.
+            conn.execute(f"ALTER DATABASE {TEMPLATE_DB} WITH ALLOW_CONNECTIONS false")
+    except BaseException:
+        drop_template()
+        raise
+    return TEMPLATE_DB
+
+
+def drop_template() -> None:
+    with psycopg.connect(ADMIN_CONNINFO, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE_DB} WITH (FORCE)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("line", choices=["cli", "launched", "noop"])
+    parser.add_argument("csv", type=Path, nargs="?")
+    parser.add_argument("--template", help="copy this database instead of starting empty (workspace1m)")
+    parser.add_argument("--workspace", default=WORKSPACE_ID)
+    args = parser.parse_args(argv)
+    if args.line == "noop":
+        result = run_noop()
+    else:
+        with fresh_database(args.template) as db:
+            if not args.template:
+                create_schema(db)
+            if args.line == "cli":
+                result = run_cli(args.csv, db, args.workspace)
+            else:
+                result = run_launched(args.csv, sqlalchemy_url(db), args.workspace)
+                result["contacts"] = count_contacts(db, args.workspace)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
