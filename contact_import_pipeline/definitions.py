@@ -10,7 +10,7 @@ from contact_import_pipeline.sensors import import_failure_sensor, new_files_sen
 
 defs = dg.Definitions(
     assets=[raw_csv, normalized_contacts, deduped_contacts, contacts],
-    jobs=[jobs.import_job],
+    jobs=[jobs.import_job, jobs.import_job_celery],
     sensors=[new_files_sensor, import_failure_sensor],
     resources={"bucket": bucket_from_env(), "contacts_db": ContactsDatabase()},
 )
@@ -21,3 +21,8 @@ def import_job() -> dg.JobDefinition:
     ``dg.execute_job(dg.build_reconstructable_job("contact_import_pipeline.definitions", "import_job"), ...)``.
     """
     return defs.resolve_job_def(jobs.IMPORT_JOB_NAME)
+
+
+def import_job_celery() -> dg.JobDefinition:
+    """The resolved Celery import job, reconstructable the same way (workers rebuild it by name)."""
+    return defs.resolve_job_def(jobs.IMPORT_JOB_CELERY_NAME)

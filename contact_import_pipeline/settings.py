@@ -105,3 +105,9 @@ URL_TIMEOUT_SECONDS = 30.0
 URL_MAX_REDIRECTS = 5
 URL_DEADLINE_SECONDS = 15 * 60
 ALLOW_PRIVATE_URLS_ENV = "CONTACT_IMPORT_ALLOW_PRIVATE_URLS"
+
+# Celery scale-out job (`import_job_celery`): broker and result backend. A dedicated Redis database
+# keeps Dagster's task queue apart from anything else on the same Redis. Celery's own
+# CELERY_BROKER_URL / CELERY_RESULT_BACKEND, when set, take precedence in the run process and in
+# every worker alike (Celery reads them before its configuration).
+DEFAULT_CELERY_BROKER_URL = "redis://127.0.0.1:6379/0"

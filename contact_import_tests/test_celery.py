@@ -1,0 +1,200 @@
+"""Scale-out: a 100k-row import whose steps run on two Celery worker processes (dagster-celery + Redis).
+
+Both workers and the run share the production instance configuration (dagster.yaml on a fresh
+PostgreSQL database) and the contacts database, exactly as separate machines would.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from contact_import_pipeline.contacts_store import ContactsStore
+from contact_import_pipeline.progress import read_progress
+from contact_import_pipeline.sensors import FILE_TAG, WORKSPACE_TAG
+from contact_import_tests.conftest import create_pg_database, drop_pg_database, require_postgres
+from contact_import_tests.test_pipeline import numbered_rows, write_csv
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+ROWS = 100_000
+READY_TIMEOUT_SECONDS = 180.0
+STOP_GRACE_SECONDS = 15.0
+
+
+def require_redis() -> None:
+    """Fail under CI, skip elsewhere, when Redis is not answering."""
+    import redis
+
+    try:
+        redis.Redis(host=REDIS_HOST, port=REDIS_PORT, socket_connect_timeout=3).ping()
+    except redis.RedisError as exc:
+        message = f"Redis not reachable at {REDIS_HOST}:{REDIS_PORT} ({exc}). Start it: redis-server --daemonize yes"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def free_redis_db() -> int:
+    """An empty Redis database number (1-15), so concurrent test runs never share a task queue."""
+    import redis
+
+    empty = [n for n in range(1, 16) if redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=n).dbsize() == 0]
+    if not empty:
+        pytest.fail("no empty Redis database among 1-15 for the Celery test")
+    return random.choice(empty)
+
+
+def pg_env(url: str) -> dict[str, str]:
+    """DAGSTER_PG_* for the repo's dagster.yaml, pointing at ``url``'s database."""
+    parsed = sa.engine.make_url(url)
+    return {
+        "DAGSTER_PG_HOST": parsed.host or "127.0.0.1",
+        "DAGSTER_PG_PORT": str(parsed.port or 5432),
+        "DAGSTER_PG_USER": parsed.username or "postgres",
+        "DAGSTER_PG_PASSWORD": parsed.password or "",
+        "DAGSTER_PG_DB": parsed.database or "",
+    }
+
+
+def big_file(path: Path) -> Path:
+    """100k rows: every 50th (from row 7) an invalid phone, every 100th (from row 13) repeats the previous phone."""
+    rows = numbered_rows(ROWS)
+    for i in range(ROWS):
+        if i % 50 == 7:
+            rows[i][3] = "12345"
+        elif i % 100 == 13:
+            rows[i][3] = rows[i - 1][3]
+    random.Random(7).shuffle(rows)
+    return write_csv(path, ["First Name", "Last Name", "Email", "Mobile Phone"], rows)
+
+
+@pytest.fixture
+def instance_db() -> Iterator[str]:
+    require_postgres()
+    url = create_pg_database()
+    try:
+        yield url
+    finally:
+        drop_pg_database(url)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=STOP_GRACE_SECONDS)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("celery")
+def test_celery_workers_import_100k_rows(
+    tmp_path: Path, pg_url: str, instance_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    require_redis()
+    broker = f"redis://{REDIS_HOST}:{REDIS_PORT}/{free_redis_db()}"
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    bucket = tmp_path / "bucket"
+    env = {
+        "DAGSTER_HOME": str(home),
+        "CONTACTS_DATABASE_URL": pg_url,
+        "CONTACT_BUCKET_DIR": str(bucket),
+        "CELERY_BROKER_URL": broker,
+        "CELERY_RESULT_BACKEND": broker,
+        **pg_env(instance_db),
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+    key = "ws1/imports/big.csv"
+    (bucket / "ws1" / "imports").mkdir(parents=True)
+    big_file(bucket / key)
+    store = ContactsStore(pg_url)
+    store.create_schema()
+    # 1,000 contacts exist before: 970 of them are valid, first-in-file rows of the upload.
+    pre = [(f"Old{i}", "", "", "", "", "", "", "", "", "", "", f"+121220{i // 10000:01d}{i % 10000:04d}") for i in range(1000)]
+    assert store.insert_batch(import_id="pre", batch_index=0, workspace_id="ws1", import_tag="pre",
+                              board_phone_number=None, rows=pre, row_numbers=list(range(1000))).imported == 1000
+
+    run_tag = uuid.uuid4().hex[:8]
+    workers: dict[str, subprocess.Popen] = {}
+    logs: dict[str, Path] = {}
+    try:
+        for index in (1, 2):
+            name = f"w{index}-{run_tag}@localhost"
+            logs[name] = tmp_path / f"worker{index}.log"
+            workers[name] = subprocess.Popen(
+                [str(BIN / "celery"), "-A", "dagster_celery.app", "worker", "-P", "solo", "--prefetch-multiplier", "1",
+                 "-n", name, "-Q", "dagster", "--loglevel", "INFO"],
+                env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+                cwd=tmp_path,
+                stdout=logs[name].open("w"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        while not all("ready." in path.read_text(errors="replace") for path in logs.values()):
+            dead = [n for n, p in workers.items() if p.poll() is not None]
+            assert not dead and time.monotonic() < deadline, "\n".join(p.read_text()[-3000:] for p in logs.values())
+            time.sleep(0.5)
+
+        instance = dg.DagsterInstance.get()
+        instance.add_dynamic_partitions("contact_files", [key])
+        started = time.perf_counter()
+        with dg.execute_job(
+            dg.build_reconstructable_job("contact_import_pipeline.definitions", "import_job_celery"),
+            instance=instance,
+            run_config={"ops": {"raw_csv": {"config": {"import_tag": "celery", "batch_size": 10_000}}}},
+            tags={"dagster/partition": key, FILE_TAG: key, WORKSPACE_TAG: "ws1"},
+        ) as result:
+            seconds = time.perf_counter() - started
+            assert result.success, "\n".join(p.read_text()[-3000:] for p in logs.values())
+            (materialization,) = [
+                e.materialization for e in result.get_asset_materialization_events()
+                if e.materialization.asset_key == dg.AssetKey("contacts")
+            ]
+        print(f"celery import of {ROWS} rows on 2 workers: {seconds:.1f}s")
+
+        meta = {k: v.value for k, v in materialization.metadata.items()}
+        assert {k: meta[k] for k in ("total", "imported", "updated", "skipped", "failed", "batches")} == {
+            "total": 100_000, "imported": 96_030, "updated": 0, "skipped": 1_970, "failed": 2_000, "batches": 10,
+        }
+        assert meta["skipped_by_reason"] == {"duplicate_existing": 970, "duplicate_in_file": 1_000}
+        assert meta["failed_by_reason"] == {"invalid_phone": 2_000}
+        assert read_progress(instance.get_run_by_id(result.run_id).tags)["status"] == "completed"
+        assert store.count_contacts("ws1") == 1_000 + 96_030
+
+        # Every step ran in a Celery worker, and both workers took part.
+        by_worker: dict[str, list[str]] = {}
+        for record in instance.all_logs(result.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
+            metadata = record.dagster_event.engine_event_data.metadata
+            if "Celery worker" in metadata:
+                by_worker.setdefault(metadata["Celery worker"].value, []).append(record.step_key)
+        print({name: len(keys) for name, keys in by_worker.items()})
+        assert set(by_worker) == set(workers), by_worker
+        steps = sorted(step for keys in by_worker.values() for step in keys)
+        assert len(steps) == 3 + 1 + 10 + 1  # three assets, plan_batches, 10 insert batches, summarize
+    finally:
+        for process in workers.values():
+            _stop(process)
