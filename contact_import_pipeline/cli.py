@@ -9,17 +9,31 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from contact_import_pipeline import history
+from contact_import_pipeline.bucket import BucketError
 from contact_import_pipeline.contacts_store import ContactsStore, default_database_url
-from contact_import_pipeline.errors import OptionsError
+from contact_import_pipeline.dagster_api import (
+    DagsterApi,
+    DagsterApiError,
+    DagsterConfigInvalid,
+    DagsterUnreachable,
+    RunNotFound,
+    RunState,
+    dagster_url_from_env,
+    trigger_import,
+)
+from contact_import_pipeline.errors import ImportFileError, OptionsError
 from contact_import_pipeline.keys import validate_workspace_id
 from contact_import_pipeline.runner import LOCAL_HOME, ImportFailed, ImportRequest, local_instance, run_import
+from contact_import_pipeline.settings import STATUS_POLL_SECONDS, STATUS_RECONNECT_SECONDS
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+BAR_WIDTH = 30  # characters of the `status --follow` progress bar
 DEMO_WORKSPACE = "demo"
 SUMMARY_KEYS = (
     "status", "workspace_id", "import_tag", "total", "imported", "updated", "skipped", "failed",
@@ -57,6 +71,18 @@ def _build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="import the bundled sample into the local default and explain what to do next")
     demo.set_defaults(handler=_cmd_demo)
+
+    trigger = commands.add_parser("trigger", help="launch an import on the Dagster daemon over GraphQL; print the run id and link")
+    _add_import_options(trigger)
+    trigger.add_argument("--batch-size", type=int, default=None, help="contacts per insert batch")
+    _add_dagster_options(trigger, "print one JSON object {run_id, run_url, partition_key}")
+    trigger.set_defaults(handler=_cmd_trigger)
+
+    status = commands.add_parser("status", help="show an import run's progress, read over GraphQL")
+    status.add_argument("run_id")
+    status.add_argument("--follow", action="store_true", help="draw a progress bar until the run ends")
+    _add_dagster_options(status, "print JSON (with --follow: one object per change, the last one final)")
+    status.set_defaults(handler=_cmd_status)
 
     hist = commands.add_parser("imports", help="list a workspace's past imports (from Dagster's run history)")
     hist.add_argument("--workspace", required=True)
@@ -227,6 +253,126 @@ def _undo_report(args: argparse.Namespace, result: dict[str, Any], message: str)
     else:
         print(message)
     return EXIT_OK
+
+
+def _add_dagster_options(parser: argparse.ArgumentParser, json_help: str) -> None:
+    parser.add_argument(
+        "--dagster-url", default=None, help="Dagster webserver (default: $DAGSTER_URL or http://127.0.0.1:3000)"
+    )
+    parser.add_argument("--json", action="store_true", help=json_help)
+
+
+def _cmd_trigger(args: argparse.Namespace) -> int:
+    try:
+        result = trigger_import(
+            args.source,
+            args.workspace,
+            tag=args.tag,
+            board_phone=args.board_phone,
+            region=args.region,
+            batch_size=args.batch_size,
+            dagster_url=args.dagster_url or dagster_url_from_env(),
+        )
+    except (OptionsError, ImportFileError, DagsterConfigInvalid, DagsterUnreachable) as exc:
+        return _fail(args, str(exc), EXIT_BAD_INPUT)
+    except (DagsterApiError, BucketError) as exc:
+        return _fail(args, str(exc), EXIT_FAILED)
+    if args.json:
+        _print_json({"run_id": result.run_id, "run_url": result.run_url, "partition_key": result.partition_key})
+    else:
+        print(f"Launched run {result.run_id} for {result.partition_key}")
+        print(f"  watch it: {result.run_url}")
+        print(f"  progress: contact-import status {result.run_id} --follow")
+    return EXIT_OK
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    api = DagsterApi(args.dagster_url or dagster_url_from_env())
+    try:
+        state = _follow(api, args) if args.follow else api.read_run(args.run_id)
+        reason = _failure_reason(api, state)
+    except RunNotFound as exc:
+        return _fail(args, str(exc), EXIT_BAD_INPUT, args.run_id)
+    except DagsterApiError as exc:
+        return _fail(args, str(exc), EXIT_FAILED, args.run_id)
+    if args.json:
+        _print_json(_status_json(api, state, reason))
+    else:
+        print(_final_line(state, reason) if state.finished else _progress_line(state))
+    return EXIT_FAILED if reason else EXIT_OK
+
+
+def _follow(api: DagsterApi, args: argparse.Namespace) -> RunState:
+    """Re-read the run until it ends, drawing each change; survives a webserver restart."""
+    interactive = sys.stdout.isatty() and not args.json
+    shown: tuple[str, dict[str, Any]] | None = None
+    unreachable_since: float | None = None
+    while True:
+        try:
+            state = api.read_run(args.run_id)
+            unreachable_since = None
+        except DagsterUnreachable:
+            unreachable_since = unreachable_since or time.monotonic()
+            if time.monotonic() - unreachable_since > STATUS_RECONNECT_SECONDS:
+                raise
+            time.sleep(STATUS_POLL_SECONDS)
+            continue
+        if state.finished:
+            if interactive and shown is not None:
+                print()  # leave the last bar on its own line
+            return state
+        if (state.status, state.progress) != shown:
+            shown = (state.status, state.progress)
+            if args.json:
+                _print_json(_status_json(api, state, None))
+            else:
+                print(("\r" if interactive else "") + _progress_line(state), end="" if interactive else "\n", flush=True)
+        time.sleep(STATUS_POLL_SECONDS)
+
+
+def _failure_reason(api: DagsterApi, state: RunState) -> str | None:
+    """Why a finished run failed (None when it did not): the import's own reason, else its steps'."""
+    if state.status == "CANCELED":
+        return "the run was canceled"
+    if state.status != "FAILURE":
+        return None
+    return state.progress.get("error") or "; ".join(api.step_failures(state.run_id)) or "the run failed"
+
+
+def _status_json(api: DagsterApi, state: RunState, reason: str | None) -> dict[str, Any]:
+    return {
+        "run_id": state.run_id,
+        "run_status": state.status,
+        "run_url": api.run_url(state.run_id),
+        "progress": state.progress,
+        "error": reason,
+    }
+
+
+
+def _progress_line(state: RunState) -> str:
+    """``[#####-----] 2500/5000 processed | imported 2400 | skipped 60 | failed 40 | batch 5/10 | processing``."""
+    p = state.progress
+    total, processed = p.get("total"), p.get("processed", 0)
+    if not total:
+        return f"[{'-' * BAR_WIDTH}] {p.get('status') or state.status.lower()} ({state.status})"
+    filled = BAR_WIDTH * min(processed, total) // total
+    return (
+        f"[{'#' * filled}{'-' * (BAR_WIDTH - filled)}] {processed}/{total} processed | "
+        f"imported {p.get('imported', 0)} | skipped {p.get('skipped', 0)} | failed {p.get('failed', 0)} | "
+        f"batch {p.get('current_batch', 0)}/{p.get('total_batches', 0)} | {p.get('status', state.status.lower())}"
+    )
+
+
+def _final_line(state: RunState, reason: str | None) -> str:
+    if reason:
+        return f"run {state.run_id} failed: {reason}"
+    p = state.progress
+    return (
+        f"run {state.run_id} completed: {p.get('total', 0)} rows | imported {p.get('imported', 0)} | "
+        f"updated {p.get('updated', 0)} | skipped {p.get('skipped', 0)} | failed {p.get('failed', 0)} | "
+        f"batches {p.get('total_batches', 0)}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

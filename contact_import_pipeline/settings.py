@@ -106,6 +106,12 @@ URL_MAX_REDIRECTS = 5
 URL_DEADLINE_SECONDS = 15 * 60
 ALLOW_PRIVATE_URLS_ENV = "CONTACT_IMPORT_ALLOW_PRIVATE_URLS"
 
+# `contact-import status --follow`: seconds between progress reads (a run's tags change at most a
+# few times per batch, so 1 s looks live without loading the webserver), and how long to keep
+# retrying while the webserver is unreachable (a restart takes ~20 s) before giving up.
+STATUS_POLL_SECONDS = 1.0
+STATUS_RECONNECT_SECONDS = 60.0
+
 # Celery scale-out job (`import_job_celery`): broker and result backend. A dedicated Redis database
 # keeps Dagster's task queue apart from anything else on the same Redis. Celery's own
 # CELERY_BROKER_URL / CELERY_RESULT_BACKEND, when set, take precedence in the run process and in
