@@ -112,8 +112,8 @@ ALLOW_PRIVATE_URLS_ENV = "CONTACT_IMPORT_ALLOW_PRIVATE_URLS"
 STATUS_POLL_SECONDS = 1.0
 STATUS_RECONNECT_SECONDS = 60.0
 
-# Celery scale-out job (`import_job_celery`): broker and result backend. A dedicated Redis database
-# keeps Dagster's task queue apart from anything else on the same Redis. Celery's own
+# Celery scale-out job (`import_job_celery`): broker and result backend, Redis database 0 of the
+# local Redis (give the import its own database number when Redis is shared). Celery's own
 # CELERY_BROKER_URL / CELERY_RESULT_BACKEND, when set, take precedence in the run process and in
 # every worker alike (Celery reads them before its configuration).
 DEFAULT_CELERY_BROKER_URL = "redis://127.0.0.1:6379/0"
