@@ -321,14 +321,17 @@ def test_byte_cap_from_env_refuses_the_file(tmp_path: Path, monkeypatch: pytest.
     assert small.stat().st_size <= 100 < big.stat().st_size
     code, result = cli_import(capsys, big, "ws-a", url)
     assert code == 2
-    assert f"file is {big.stat().st_size} bytes, over the limit of 100 bytes" in result["error"]
+    assert result["error"] == f"{big.resolve()}: file is {big.stat().st_size} bytes, over the limit of 100 bytes"
     # The same cap applies to a bucket object.
     key = Path(".contact_import/bucket/ws-a/imports/big.csv")
     key.parent.mkdir(parents=True)
     key.write_bytes(big.read_bytes())
     code, result = cli_import(capsys, "ws-a/imports/big.csv", "ws-a", url)
     assert code == 2
-    assert result["error"].startswith(f"ws-a/imports/big.csv: file is {big.stat().st_size} bytes, over the limit of 100 bytes")
+    assert result["error"] == (
+        f"ws-a/imports/big.csv: file is {big.stat().st_size} bytes, over the limit of 100 bytes; "
+        "split it into smaller files or raise CONTACT_IMPORT_MAX_FILE_BYTES"
+    )
     assert cli_import(capsys, small, "ws-a", url)[1]["imported"] == 1
 
 
