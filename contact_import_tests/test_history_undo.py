@@ -29,6 +29,7 @@ def _phones(store: ContactsStore, workspace: str) -> set[str]:
     return {r["phone_number"] for r in store.query_contacts(workspace)}
 
 
+@pytest.mark.slow  # several whole imports (~10 s)
 def test_undo_removes_created_contacts_only(
     database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -97,6 +98,7 @@ def _run_like(origin_tags: dict[str, str], key: str, tag: str, database_url: str
     return result.run_id
 
 
+@pytest.mark.slow  # several whole imports (~10 s)
 def test_history_lists_cli_sensor_and_graphql_imports(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -19,6 +19,7 @@ def _by_phone(store: ContactsStore, workspace: str) -> dict[str, dict]:
     return {r["phone_number"]: r for r in store.query_contacts(workspace)}
 
 
+@pytest.mark.slow  # several whole imports (~10 s)
 def test_update_fills_empty_fields_never_overwrites_and_tags(
     database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
