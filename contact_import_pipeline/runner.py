@@ -123,7 +123,12 @@ def run_import(request: ImportRequest, database_url: str | None = None, instance
             partition_key=partition_key,
             run_config=request.run_config(source),
             instance=instance,
-            tags={"contact_import/origin": "cli", "contact_import/file": partition_key},
+            tags={
+                "contact_import/origin": "cli",
+                "contact_import/file": partition_key,
+                # set at launch so history lists even a run that fails before reading its options
+                "contact_import/workspace": request.workspace_id,
+            },
             raise_on_error=False,
         )
     finally:
