@@ -113,6 +113,8 @@ def dagster_servers(home: Path, env: Mapping[str, str], log_dir: Path) -> Iterat
     log_dir.mkdir(parents=True, exist_ok=True)
     servers = DagsterServers(url=f"http://127.0.0.1:{port}", home=home, env=full_env, logs={}, processes={})
     try:
+        # One after the other: both would create a fresh instance's storage, and two processes
+        # running its migrations at once fail ("table alembic_version already exists").
         for name, command in commands.items():
             servers.logs[name] = log_dir / f"{name}.log"
             with servers.logs[name].open("wb") as log:
@@ -126,7 +128,7 @@ def dagster_servers(home: Path, env: Mapping[str, str], log_dir: Path) -> Iterat
                     start_new_session=True,
                     preexec_fn=_default_signals,
                 )
-        _wait_ready(servers)
+            _wait_ready(servers)
         yield servers
     finally:
         servers.stop()
@@ -143,6 +145,8 @@ def _wait_ready(servers: DagsterServers) -> None:
             requests.get(f"{servers.url}/server_info", timeout=5).raise_for_status()
             waiting_for = f"code location {LOCATION_NAME}"
             if _location_loaded(servers):
+                if "daemon" not in servers.processes:
+                    return
                 waiting_for = "the daemon's run queue"
                 if _queue_daemon_healthy(servers):
                     return

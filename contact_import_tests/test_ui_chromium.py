@@ -1,0 +1,119 @@
+"""The Dagster UI shows an import's progress on the run's page, while it runs and after it ends.
+
+Headless Chromium (Debian's ``chromium`` package) driven by Playwright opens ``/runs/<run_id>``
+on a real webserver + daemon; screenshots go to ``test-artifacts/`` at the repo root.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from contact_import_pipeline.dagster_api import DagsterApi, trigger_import
+from contact_import_pipeline.progress import COUNT_FIELDS
+from contact_import_pipeline.runner import LOCAL_DAGSTER_YAML
+from contact_import_tests.servers import REPO_ROOT, dagster_servers
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ui_chromium")]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]
+ARTIFACTS = REPO_ROOT / "test-artifacts"
+ROWS, BATCH_SIZE = 5000, 250  # 20 insert steps: the run lasts long enough to be seen mid-way
+RUN_TIMEOUT_SECONDS = 420.0
+
+
+def require_chromium() -> None:
+    """Fail under CI, skip elsewhere, when Chromium or Playwright is missing."""
+    missing = None
+    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+        missing = "Debian's chromium is not installed (apt-get install -y chromium; .ci/run does it)"
+    else:
+        try:
+            import playwright.sync_api  # noqa: F401
+        except ImportError:
+            missing = "playwright is not installed (pip install -e '.[test]')"
+    if missing:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(missing)
+        pytest.skip(missing)
+
+
+def tag_values(text: str) -> dict[str, str]:
+    """``contact_import/<field>: <value>`` lines as shown in the run's tags dialog."""
+    return dict(re.findall(r"^contact_import/(\w+): (.*)$", text, flags=re.MULTILINE))
+
+
+def show_tags(page, url: str, screenshot: Path) -> dict[str, str]:  # noqa: ANN001 - playwright Page
+    """Open the run page, open "View tags and config", screenshot it and return the progress tags."""
+    page.goto(url)
+    view_tags = page.get_by_role("button", name="View tags and config")
+    view_tags.wait_for(timeout=60_000)
+    skip = page.get_by_role("button", name="Skip")  # the first-visit "Join the community" dialog
+    try:
+        skip.wait_for(timeout=5_000)
+        skip.click()
+    except Exception:  # noqa: BLE001 - playwright's TimeoutError: the dialog did not show this time
+        pass
+    view_tags.click()
+    dialog = page.get_by_role("dialog").filter(has_text="contact_import/")
+    dialog.wait_for(timeout=30_000)
+    page.screenshot(path=str(screenshot), full_page=True)
+    return tag_values(dialog.inner_text())
+
+
+def test_run_page_shows_progress_while_running_and_after(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(LOCAL_DAGSTER_YAML)
+    env = {
+        "CONTACTS_DATABASE_URL": f"sqlite:///{tmp_path / 'contacts.db'}",
+        "CONTACT_BUCKET_DIR": str(tmp_path / "bucket"),
+    }
+    monkeypatch.setenv("CONTACT_BUCKET_DIR", env["CONTACT_BUCKET_DIR"])
+    lines = ["name,phone"] + [f"P{i},+1 (201) {300 + i // 10000:03d}-{i % 10000:04d}" for i in range(ROWS)]
+    (tmp_path / "ui.csv").write_text("\n".join(lines) + "\n")
+    ARTIFACTS.mkdir(exist_ok=True)
+
+    with dagster_servers(home, env, tmp_path / "logs") as servers:
+        api = DagsterApi(servers.url)
+        run = trigger_import(str(tmp_path / "ui.csv"), "ui", batch_size=BATCH_SIZE, dagster_url=servers.url)
+        deadline = time.monotonic() + RUN_TIMEOUT_SECONDS
+        while api.read_run(run.run_id).progress.get("current_batch", 0) < 1:
+            assert time.monotonic() < deadline, "the run never started inserting"
+            time.sleep(0.3)
+
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            try:
+                page = browser.new_page(viewport={"width": 1600, "height": 1000})
+                during = show_tags(page, run.run_url, ARTIFACTS / "ui-run-in-progress.png")
+                while not api.read_run(run.run_id).finished:
+                    assert time.monotonic() < deadline, "the run did not finish"
+                    time.sleep(1)
+                after = show_tags(page, run.run_url, ARTIFACTS / "ui-run-finished.png")
+            finally:
+                browser.close()
+        final = api.read_run(run.run_id)
+
+    print(f"\nUI mid-run: {during}\nUI after: {after}")
+    assert final.status == "SUCCESS"
+    assert during["status"] == "processing", during
+    assert 0 < int(during["imported"]) < ROWS and 0 < int(during["processed"]) < ROWS
+    assert 1 <= int(during["current_batch"]) < int(during["total_batches"]) == ROWS // BATCH_SIZE
+    assert {name: after[name] for name in ("status", "total", "processed", "imported", "skipped", "failed", "current_batch", "total_batches")} == {
+        "status": "completed", "total": str(ROWS), "processed": str(ROWS), "imported": str(ROWS), "skipped": "0",
+        "failed": "0", "current_batch": "20", "total_batches": "20",
+    }
+    assert {name: after[name] for name in COUNT_FIELDS} == {name: str(final.progress[name]) for name in COUNT_FIELDS}
