@@ -55,3 +55,19 @@ def read_progress(tags: Mapping[str, str]) -> dict[str, Any]:
 def report(instance: dg.DagsterInstance, run_id: str, **fields: Any) -> None:
     """Write progress fields to the run; later writes replace earlier values."""
     instance.add_run_tags(run_id, progress_tags(fields))
+
+
+def describe_step_failure(event: dg.DagsterEvent) -> tuple[str, bool]:
+    """A failed step's own message, and whether it is the user's (a dg.Failure we raised).
+
+    For other errors the innermost cause is used: Dagster wraps user code's exception in its own.
+    """
+    data = event.step_failure_data
+    if data is None:
+        return f"step {event.step_key} failed", False
+    if data.user_failure_data is not None and data.user_failure_data.description:
+        return data.user_failure_data.description, True
+    error = data.error
+    while error is not None and error.cause is not None:
+        error = error.cause
+    return f"step {event.step_key} failed: {error.message.strip() if error else 'unknown error'}", False

@@ -17,6 +17,7 @@ import dagster as dg
 
 from contact_import_pipeline.keys import IMPORTS_FOLDER, UnsafeKeyError, parse_import_key
 from contact_import_pipeline.partitions import contact_files
+from contact_import_pipeline.progress import describe_step_failure
 from contact_import_pipeline.contacts_store import DATABASE_URL_ENV
 from contact_import_pipeline.sources import ALLOW_LOCAL_SOURCES_ENV
 
@@ -148,13 +149,6 @@ def run_import(request: ImportRequest, database_url: str | None = None, instance
 def _failure(result: dg.ExecuteInProcessResult) -> tuple[str, bool]:
     """The first step failure's message, and whether it is the user's (a dg.Failure we raised)."""
     for event in result.all_events:
-        if event.is_step_failure and event.step_failure_data is not None:
-            data = event.step_failure_data
-            if data.user_failure_data is not None and data.user_failure_data.description:
-                return data.user_failure_data.description, True
-            if data.error is not None:
-                error = data.error
-                while error.cause is not None:  # the user code's own exception, not Dagster's wrapper
-                    error = error.cause
-                return f"step {event.step_key} failed: {error.message.strip()}", False
+        if event.is_step_failure:
+            return describe_step_failure(event)
     return "the import run failed", False

@@ -160,16 +160,7 @@ def new_files_sensor(context: dg.SensorEvaluationContext, bucket: ContactBucket)
 
 def failure_reason(context: dg.RunFailureSensorContext) -> str:
     """The failed steps' own messages (a dg.Failure's description, else the innermost exception)."""
-    reasons = []
-    for event in context.get_step_failure_events():
-        data = event.step_failure_data
-        if data.user_failure_data is not None and data.user_failure_data.description:
-            reasons.append(data.user_failure_data.description)
-            continue
-        error = data.error
-        while error is not None and error.cause is not None:  # the user code's error, not Dagster's wrapper
-            error = error.cause
-        reasons.append(f"step {event.step_key} failed: {error.message.strip() if error else 'unknown error'}")
+    reasons = [progress.describe_step_failure(event)[0] for event in context.get_step_failure_events()]
     return "; ".join(reasons) or context.failure_event.message or "the run failed"
 
 
