@@ -38,6 +38,16 @@ def failing_clearly(context: dg.OpExecutionContext | dg.AssetExecutionContext) -
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
 
 
+def import_id_of(context: dg.OpExecutionContext | dg.AssetExecutionContext, partition_key: str) -> str:
+    """The id batch outcomes are recorded under, shared by a run and all its re-executions.
+
+    It uses the run's ``root_run_id`` field, not the ``dagster/root_run_id`` tag: re-executions
+    started from Python (``execute_job``) set only the field, and a per-run id would make the
+    summary miss every batch a re-execution inserted, or count the crashed run's rows as skipped.
+    """
+    return f"{context.run.root_run_id or context.run.run_id}:{partition_key}"
+
+
 @dg.asset(partitions_def=contact_files, group_name=GROUP, kinds={"csv"})
 def raw_csv(context: dg.AssetExecutionContext, config: ImportOptions, bucket: ContactBucket) -> dg.Output:
     """The uploaded CSV, decoded (encoding and delimiter detected) into rows of text."""
@@ -99,7 +109,10 @@ def deduped_contacts(
     """Contacts whose phone is new: later copies in the file and phones already in the workspace are skipped."""
     store = contacts_db.store()
     store.create_schema()
+    import_id = import_id_of(context, normalized_contacts.options.partition_key)
+    store.resume_plan(import_id)
     deduped = stages.dedupe(normalized_contacts, store)
+    store.record_plan(import_id, deduped.contacts["phone_number"].tolist())
     skipped = sum(1 for r in deduped.rejects if r.skipped)
     failed = len(deduped.rejects) - skipped
     batches = max(1, -(-len(deduped.contacts) // deduped.options.batch_size))
@@ -126,7 +139,7 @@ def deduped_contacts(
 @dg.op(out=dg.DynamicOut(stages.Batch))
 def plan_batches(context: dg.OpExecutionContext, deduped: stages.DedupedImport) -> Iterator[dg.DynamicOutput]:
     """Split the new contacts into batches, one insert step each."""
-    import_id = f"{context.run.tags.get('dagster/root_run_id', context.run.run_id)}:{deduped.options.partition_key}"
+    import_id = import_id_of(context, deduped.options.partition_key)
     for batch in stages.plan_batches(deduped, import_id):
         yield dg.DynamicOutput(batch, mapping_key=f"batch_{batch.index:05d}")
 
@@ -183,7 +196,7 @@ def summarize(
 ) -> dg.Output:
     """Total the batches recorded in the database, write the rejects file and clean up the source."""
     options = deduped.options
-    import_id = f"{context.run.tags.get('dagster/root_run_id', context.run.run_id)}:{options.partition_key}"
+    import_id = import_id_of(context, options.partition_key)
     planned = max(1, -(-len(deduped.contacts) // options.batch_size))
     insert_seconds = sum(r.seconds for r in results)
     with failing_clearly(context):

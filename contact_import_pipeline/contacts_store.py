@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import postgresql, sqlite
 
 from contact_import_pipeline.columns import CONTACT_FIELDS
 
@@ -79,6 +79,17 @@ import_batches = sa.Table(
     sa.Column("skipped", sa.Integer(), nullable=False),
     sa.Column("updated", sa.Integer(), nullable=False, server_default=sa.text("0")),
     sa.Column("conflict_rows", sa.JSON(), nullable=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+)
+
+# The phones an import planned to insert, recorded once before its first batch. A re-execution
+# plans exactly these again (see ContactsStore.resume_plan), so batch i means the same rows in
+# every attempt and a batch recorded as landed never hides rows that did not land.
+import_plans = sa.Table(
+    "contact_import_plans",
+    metadata_obj,
+    sa.Column("import_id", sa.Text(), primary_key=True),
+    sa.Column("phones", sa.Text(), nullable=False),  # newline-separated E.164 phones
     sa.Column("recorded_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
 )
 
@@ -141,6 +152,7 @@ class ContactsStore:
             sa.event.listen(self.engine, "begin", _sqlite_begin_immediate)
         else:
             self.engine = sa.create_engine(self.url, pool_pre_ping=True)
+        self._planned_phones: frozenset[str] = frozenset()
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -149,9 +161,20 @@ class ContactsStore:
         """Create the tables and the unique index if they are missing."""
         with self.engine.begin() as conn:
             metadata_obj.create_all(conn, checkfirst=True)
-            if self.is_postgres:
-                # The reference schema generates ids in the database; SQLite rows get uuid4 from Python.
+            # The reference schema generates ids in the database; SQLite rows get uuid4 from Python.
+            # ALTER TABLE takes an ACCESS EXCLUSIVE lock that waits for every open batch of other
+            # imports (and stalls everything queued behind it), so it runs only while the default is missing.
+            if self.is_postgres and not self._has_id_default(conn):
                 conn.execute(sa.text("ALTER TABLE contacts ALTER COLUMN id SET DEFAULT gen_random_uuid()"))
+
+    @staticmethod
+    def _has_id_default(conn: sa.Connection) -> bool:
+        return conn.execute(
+            sa.text(
+                "SELECT column_default IS NOT NULL FROM information_schema.columns "
+                "WHERE table_schema = current_schema() AND table_name = 'contacts' AND column_name = 'id'"
+            )
+        ).scalar_one()
 
     def existing_phones(self, workspace_id: str, phones: Iterable[str]) -> set[str]:
         """The given phones that already exist in the workspace (never the whole workspace)."""
@@ -164,7 +187,29 @@ class ContactsStore:
                     contacts.c.workspace_id == workspace_id, contacts.c.phone_number.in_(chunk)
                 )
                 found.update(conn.execute(query).scalars())
-        return found
+        return found - self._planned_phones
+
+    def resume_plan(self, import_id: str) -> None:
+        """Make ``existing_phones`` ignore the phones an earlier attempt of this import planned.
+
+        After a crash, a re-execution sees the rows its landed batches inserted as "existing"; if it
+        skipped them, the remaining rows would shift into batch indexes already recorded as landed
+        and be silently dropped. Phones another import added meanwhile still stay in the plan and
+        become late conflicts (skipped) inside their batch.
+        """
+        with self.engine.connect() as conn:
+            phones = conn.execute(sa.select(import_plans.c.phones).where(import_plans.c.import_id == import_id)).scalar()
+        self._planned_phones = frozenset(phones.split("\n")) if phones else frozenset()
+
+    def record_plan(self, import_id: str, phones: Sequence[str]) -> None:
+        """Record the phones an import plans to insert; the first attempt's record is kept."""
+        insert = (postgresql.insert if self.is_postgres else sqlite.insert)(import_plans)
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert.values(import_id=import_id, phones="\n".join(phones)).on_conflict_do_nothing(
+                    index_elements=["import_id"]
+                )
+            )
 
     def recorded_batches(self, import_id: str) -> dict[int, BatchOutcome]:
         """Outcomes of the batches of an import that landed, by batch index."""

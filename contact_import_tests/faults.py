@@ -1,0 +1,259 @@
+"""Fault-injection helpers: runs in killable subprocesses, held batches, and ledger/DB probes.
+
+A run is started with ``python -m contact_import_tests.faults`` in its own process group, so a
+test can ``kill -9`` the run worker together with its step processes, exactly like a host crash.
+Batches are held, not slept: a test transaction inserts (without committing) the first phone of a
+batch, so that batch's ``INSERT … ON CONFLICT`` waits on it. Tests wait on database state only.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import sqlalchemy as sa
+
+from contact_import_pipeline.contacts_store import DATABASE_URL_ENV, normalize_url
+from contact_import_pipeline.partitions import contact_files
+from contact_import_pipeline.runner import LOCAL_DAGSTER_YAML
+from contact_import_pipeline.sources import ALLOW_LOCAL_SOURCES_ENV
+
+HEADER = ["first_name", "last_name", "email", "phone"]
+TEST_TAG = "contact_import_test/token"
+INSERT_STEP_PREFIX = "contacts.insert_batch"
+# Generous bound for any wait on a busy 2-core machine; a test that needs it has already failed.
+WAIT_SECONDS = 150.0
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def import_job() -> dg.JobDefinition:
+    """The resolved import job, as a module-level function ``build_reconstructable_job`` can call."""
+    from contact_import_pipeline.definitions import defs
+
+    return defs.resolve_job_def("import_job")
+
+
+def phone_of(i: int) -> str:
+    """E.164 form of row ``i``'s phone in ``write_numbered_csv`` (distinct for i < 100,000)."""
+    return f"+1212{200 + i // 10000:03d}{i % 10000:04d}"
+
+
+def write_numbered_csv(path: Path, start: int, count: int) -> Path:
+    """A CSV of ``count`` contacts with distinct phones ``phone_of(start) … phone_of(start+count-1)``."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(HEADER)
+    for i in range(start, start + count):
+        writer.writerow([f"First{i}", f"Last{i}", f"user{i}@example.com", f"(212) {200 + i // 10000:03d}-{i % 10000:04d}"])
+    path.write_text(buf.getvalue(), encoding="utf-8")
+    return path
+
+
+def make_home(path: Path, extra_yaml: str = "") -> Path:
+    """A Dagster home with the local instance config (SQLite storage, pools, run monitoring)."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "dagster.yaml").write_text(LOCAL_DAGSTER_YAML + extra_yaml)
+    return path
+
+
+def run_config(workspace_id: str, source: Path, batch_size: int) -> dict[str, Any]:
+    return {
+        "ops": {
+            "raw_csv": {
+                "config": {
+                    "workspace_id": workspace_id,
+                    "source": str(source),
+                    "batch_size": batch_size,
+                    "import_tag": f"fault-{workspace_id}",
+                }
+            }
+        }
+    }
+
+
+def launch(
+    home: Path,
+    database_url: str,
+    partition_key: str,
+    config: dict[str, Any] | None,
+    token: str,
+    reexecute: tuple[str, str] | None = None,
+) -> subprocess.Popen[str]:
+    """Start one run (or a re-execution ``(parent_run_id, "from_failure"|"all_steps")``) in a new process group."""
+    spec = {"partition_key": partition_key, "run_config": config, "token": token, "reexecute": reexecute}
+    env = dict(os.environ, DAGSTER_HOME=str(home), **{DATABASE_URL_ENV: database_url, ALLOW_LOCAL_SOURCES_ENV: "1"})
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    return subprocess.Popen(
+        [sys.executable, "-m", "contact_import_tests.faults", json.dumps(spec)],
+        env=env,
+        cwd=str(home.parent),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = WAIT_SECONDS) -> dict[str, Any]:
+    """Wait for a launched run and return its ``{"run_id", "success"}`` line (output shown on failure)."""
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_group(proc)
+        out, _ = proc.communicate()
+        raise AssertionError(f"run process did not finish in {timeout}s:\n{out[-4000:]}") from None
+    lines = [line for line in out.splitlines() if line.startswith("{\"run_id\"")]
+    assert proc.returncode == 0 and lines, f"run process exited {proc.returncode}:\n{out[-4000:]}"
+    return json.loads(lines[-1])
+
+
+def kill_group(proc: subprocess.Popen[str]) -> None:
+    """``kill -9`` the run worker and every step process it started (one process group)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+    wait_until(lambda: not _group_alive(proc.pid), "step processes of the killed run to exit")
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def wait_until(check: Callable[[], Any], what: str, timeout: float = WAIT_SECONDS) -> Any:
+    """Poll ``check`` until it returns something truthy; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.2)
+
+
+def engine(url: str) -> sa.Engine:
+    return sa.create_engine(normalize_url(url), pool_size=2)
+
+
+def landed_batches(db: sa.Engine, workspace_id: str) -> int:
+    with db.connect() as conn:
+        return conn.execute(
+            sa.text("SELECT count(*) FROM contact_import_batches WHERE workspace_id = :ws"), {"ws": workspace_id}
+        ).scalar_one()
+
+
+def waiting_on_locks(db: sa.Engine) -> int:
+    """Backends of this database blocked on a row or transaction lock (held batches)."""
+    with db.connect() as conn:
+        return conn.execute(
+            sa.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock' AND query ILIKE 'INSERT INTO contacts%'"
+            )
+        ).scalar_one()
+
+
+def contact_counts(db: sa.Engine, workspace_id: str) -> tuple[int, int]:
+    """(rows, distinct phones) of a workspace: equal means no duplicates."""
+    with db.connect() as conn:
+        return tuple(
+            conn.execute(
+                sa.text("SELECT count(*), count(DISTINCT phone_number) FROM contacts WHERE workspace_id = :ws"),
+                {"ws": workspace_id},
+            ).one()
+        )
+
+
+@contextmanager
+def hold_phones(url: str, workspace_id: str, phones: Sequence[str]) -> Iterator[None]:
+    """Insert ``phones`` in an open transaction, so any batch containing one waits until we roll back."""
+    db = engine(url)
+    conn = db.connect()
+    tx = conn.begin()
+    try:
+        conn.execute(
+            sa.text(
+                "INSERT INTO contacts (workspace_id, phone_number, firstname, lastname) VALUES (:ws, :p, 'hold', 'hold')"
+            ),
+            [{"ws": workspace_id, "p": p} for p in phones],
+        )
+        yield
+    finally:
+        tx.rollback()
+        conn.close()
+        db.dispose()
+
+
+def runs_with_token(instance: dg.DagsterInstance, token: str) -> list[dg.DagsterRun]:
+    return list(instance.get_runs(filters=dg.RunsFilter(tags={TEST_TAG: token})))
+
+
+def step_events(instance: dg.DagsterInstance, run_id: str) -> list[dg.EventLogEntry]:
+    return [e for e in instance.all_logs(run_id) if e.is_dagster_event]
+
+
+def count_events(instance: dg.DagsterInstance, run_id: str, event_type: dg.DagsterEventType, prefix: str = "") -> int:
+    return sum(
+        1
+        for e in step_events(instance, run_id)
+        if e.dagster_event_type == event_type and (e.step_key or "").startswith(prefix)
+    )
+
+
+def failure_messages(instance: dg.DagsterInstance, run_id: str) -> str:
+    """Every step-failure description and error message of a run, joined (for asserting a reason)."""
+    parts = []
+    for e in step_events(instance, run_id):
+        if e.dagster_event_type == dg.DagsterEventType.STEP_FAILURE:
+            data = e.dagster_event.step_failure_data
+            if data.user_failure_data is not None and data.user_failure_data.description:
+                parts.append(data.user_failure_data.description)
+            if data.error is not None:
+                parts.append(data.error.to_string())
+    return "\n".join(parts)
+
+
+def _main(spec_json: str) -> None:
+    """Subprocess entry point: add the partition, run (or re-execute) the job, print the outcome."""
+    spec = json.loads(spec_json)
+    instance = dg.DagsterInstance.get()
+    key = spec["partition_key"]
+    instance.add_dynamic_partitions(contact_files.name, [key])
+    tags = {"dagster/partition": key, "contact_import/file": key, TEST_TAG: spec["token"]}
+    options = None
+    if spec["reexecute"]:
+        parent, strategy = spec["reexecute"]
+        options = (
+            dg.ReexecutionOptions.from_failure(parent, instance)
+            if strategy == "from_failure"
+            else dg.ReexecutionOptions(parent_run_id=parent, step_selection=[])
+        )
+    result = dg.execute_job(
+        dg.build_reconstructable_job("contact_import_tests.faults", "import_job"),
+        instance=instance,
+        run_config=spec["run_config"],
+        tags=tags,
+        reexecution_options=options,
+    )
+    print(json.dumps({"run_id": result.run_id, "success": result.success}), flush=True)
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1])
