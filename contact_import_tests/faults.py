@@ -12,9 +12,12 @@ import csv
 import io
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -196,9 +199,106 @@ def hold_phones(url: str, workspace_id: str, phones: Sequence[str]) -> Iterator[
         )
         yield
     finally:
-        tx.rollback()
+        try:
+            tx.rollback()
+        except sa.exc.OperationalError:
+            pass  # the server ended the session (terminated or restarted): nothing is left to roll back
         conn.close()
         db.dispose()
+
+
+def terminate_held_inserts(db: sa.Engine) -> int:
+    """``pg_terminate_backend`` every loader connection waiting on a held phone; returns how many."""
+    with db.connect() as conn:
+        return len(
+            conn.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock' AND query ILIKE 'INSERT INTO contacts%'"
+                )
+            ).all()
+        )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _pg_bindir() -> Path | None:
+    try:
+        out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=True).stdout.strip()
+        if (Path(out) / "initdb").exists():
+            return Path(out)
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return found[-1].parent if found else None
+
+
+class PrivateCluster:
+    """A throwaway PostgreSQL cluster on a free port, so a test may restart it without touching others."""
+
+    def __init__(self, bindir: Path, data: Path, port: int) -> None:
+        self.bindir, self.data, self.port = bindir, data, port
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+        # The server's output must go to a file: pg_ctl's own pipes would be held open by the server.
+        self.log = data / "server.log"
+
+    def _ctl(self, *args: str) -> None:
+        _as_postgres([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-w", "-t", "60", *args])
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._ctl("-o", options, "-l", str(self.log), "start")
+
+    def restart(self) -> None:
+        """``pg_ctl restart -m fast``: every session is terminated and open transactions roll back."""
+        self._ctl("-m", "fast", "-l", str(self.log), "restart")
+
+    def stop(self) -> None:
+        self._ctl("-m", "immediate", "stop")
+
+
+def _as_postgres(argv: list[str]) -> None:
+    """Run a PostgreSQL server tool; as root it must run as the postgres OS user."""
+    if os.geteuid() == 0:
+        argv = ["runuser", "-u", "postgres", "--", *argv]
+    subprocess.run(argv, check=True, capture_output=True, text=True, timeout=120)
+
+
+@contextmanager
+def private_cluster() -> Iterator[PrivateCluster]:
+    """initdb + start a cluster in a temporary folder; stopped and removed afterwards.
+
+    Raises ``ClusterUnavailable`` with the reason when this machine cannot create one.
+    """
+    bindir = _pg_bindir()
+    if bindir is None:
+        raise ClusterUnavailable("no PostgreSQL server binaries (initdb) found")
+    root = Path(tempfile.mkdtemp(prefix="contact-import-pg-"))
+    data = root / "data"
+    try:
+        if os.geteuid() == 0:
+            shutil.chown(root, "postgres", "postgres")
+        try:
+            _as_postgres([str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"])
+        except (OSError, subprocess.CalledProcessError, LookupError) as exc:
+            detail = getattr(exc, "stderr", "") or str(exc)
+            raise ClusterUnavailable(f"initdb failed: {detail.strip()[:300]}") from exc
+        cluster = PrivateCluster(bindir, data, free_port())
+        cluster.start()
+        try:
+            yield cluster
+        finally:
+            cluster.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+class ClusterUnavailable(RuntimeError):
+    """A private PostgreSQL cluster cannot be created on this machine."""
 
 
 def runs_with_token(instance: dg.DagsterInstance, token: str) -> list[dg.DagsterRun]:
