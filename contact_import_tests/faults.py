@@ -317,6 +317,32 @@ def count_events(instance: dg.DagsterInstance, run_id: str, event_type: dg.Dagst
     )
 
 
+def step_succeeded(instance: dg.DagsterInstance, run_id: str, step_key: str) -> bool:
+    return any(
+        e.dagster_event_type == dg.DagsterEventType.STEP_SUCCESS and e.step_key == step_key
+        for e in step_events(instance, run_id)
+    )
+
+
+def max_in_flight(instance: dg.DagsterInstance, run_ids: Sequence[str], prefix: str) -> int:
+    """Most steps starting with ``prefix`` running at once across runs, from start and end events."""
+    ends = {dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.STEP_UP_FOR_RETRY}
+    changes = []
+    for run_id in run_ids:
+        for e in step_events(instance, run_id):
+            if not (e.step_key or "").startswith(prefix):
+                continue
+            if e.dagster_event_type == dg.DagsterEventType.STEP_START:
+                changes.append((e.timestamp, 1))
+            elif e.dagster_event_type in ends:
+                changes.append((e.timestamp, -1))
+    running = peak = 0
+    for _, change in sorted(changes):  # at equal times an end (-1) sorts before a start
+        running += change
+        peak = max(peak, running)
+    return peak
+
+
 def failure_messages(instance: dg.DagsterInstance, run_id: str) -> str:
     """Every step-failure description and error message of a run, joined (for asserting a reason)."""
     parts = []
