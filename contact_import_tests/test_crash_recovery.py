@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import sqlalchemy as sa
 
 from contact_import_pipeline.contacts_store import ContactsStore
 from contact_import_pipeline.settings import CONTACTS_DB_POOL
@@ -89,3 +90,43 @@ def test_kill_9_then_recover(pg_url: str, tmp_path: Path, landed: int, monkeypat
         f"in {time.monotonic() - started:.1f}s ({time.monotonic() - killed_at:.1f}s after the kill)"
     )
     db.dispose()
+
+
+def _assert_crash_settings(instance: dg.DagsterInstance) -> None:
+    """Crashed runs are failed by run monitoring and their pool slots freed; the pool caps writers."""
+    assert instance.run_monitoring_enabled
+    assert instance.run_monitoring_max_runtime_seconds == 7200
+    assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] == 60
+    assert instance.get_concurrency_config().pool_config.default_pool_limit == 5
+
+
+def test_local_instance_config_enables_run_monitoring_and_pools(tmp_path: Path) -> None:
+    instance = dg.DagsterInstance.from_config(str(faults.make_home(tmp_path / "home")))
+    _assert_crash_settings(instance)
+    assert instance.event_log_storage.supports_global_concurrency_limits
+    instance.dispose()
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_production_dagster_yaml_loads_with_postgres(pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((faults.REPO_ROOT / "dagster.yaml").read_text())
+    url = sa.engine.make_url(pg_url)
+    for name, value in {
+        "HOST": url.host, "PORT": str(url.port or 5432), "USER": url.username,
+        "PASSWORD": url.password or "", "DB": url.database,
+    }.items():
+        monkeypatch.setenv(f"DAGSTER_PG_{name}", value)
+    instance = dg.DagsterInstance.from_config(str(home))
+    _assert_crash_settings(instance)
+    queue = instance.get_concurrency_config().run_queue_config
+    assert queue is not None and queue.max_concurrent_runs == 4
+    assert [(t["key"], t["limit"]) for t in queue.tag_concurrency_limits] == [("contact_import/file", 1)]
+    assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+    # Storing an event exercises the NOTIFY that fails under the psycopg 3 driver.
+    run = instance.add_run(dg.DagsterRun(job_name="smoke", run_id=str(uuid.uuid4())))
+    instance.report_engine_event("storage smoke test", run)
+    assert [e.dagster_event.message for e in instance.all_logs(run.run_id)] == ["storage smoke test"]
+    instance.dispose()
