@@ -148,6 +148,14 @@ def _find_timings(result: Any) -> dict[str, float] | None:
     return None
 
 
+def _failure_text(event: Any) -> str:
+    """The step and the reason it failed: our dg.Failure description, else the error message."""
+    data = event.step_failure_data
+    if data.user_failure_data is not None and data.user_failure_data.description:
+        return f"{event.step_key}: {data.user_failure_data.description}"
+    return f"{event.step_key}: {data.error.message.strip() if data.error else event.message}"
+
+
 def _execute(job_factory: str, run_config: dict[str, Any], instance_dir: Path, tags: dict[str, str], partition_key: str | None) -> dict[str, Any]:
     """Execute a reconstructable job under a temporary instance and time ``execute_job``."""
     import dagster as dg
@@ -162,7 +170,7 @@ def _execute(job_factory: str, run_config: dict[str, Any], instance_dir: Path, t
     with TreeSampler(os.getpid()) as sampler, dg.execute_job(job, instance=instance, run_config=run_config, tags=tags) as result:
         seconds = time.perf_counter() - started
         if not result.success:
-            failures = [e.message for e in result.all_events if e.is_step_failure]
+            failures = [_failure_text(e) for e in result.all_events if e.is_step_failure]
             raise RuntimeError(f"{job_factory} run failed: {failures[:3]}")
         steps = sum(1 for e in result.all_events if e.is_step_success)
         timings = _find_timings(result) if partition_key else None

@@ -114,7 +114,7 @@ def measure(lines: list[Line], repeats: int, on_progress: Any) -> None:
     for repeat in range(repeats):
         for line in lines:
             try:
-                line.runs.append(run_child(line.command))
+                line.runs.append({**run_child(line.command), "repeat": repeat})
                 detail = f"{line.runs[-1]['seconds']:.2f} s"
             except (RuntimeError, ValueError) as exc:
                 line.errors.append(str(exc))
@@ -148,10 +148,14 @@ def _ratio(a: Line | None, b: Line | None) -> float | None:
 
 
 def _paired(a: Line | None, b: Line | None) -> str:
-    """Median of per-repeat ratios a/b with their range (pairs measured back to back)."""
+    """Median of per-repeat ratios a/b with their range (pairs measured back to back).
+
+    Runs are matched by repeat number, so a failed run drops its pair instead of shifting others.
+    """
     if a is None or b is None:
         return "not measured"
-    pairs = [x / y for x, y in zip(a.seconds, b.seconds)]
+    b_by_repeat = {r["repeat"]: r["seconds"] for r in b.runs}
+    pairs = [r["seconds"] / b_by_repeat[r["repeat"]] for r in a.runs if r["repeat"] in b_by_repeat]
     if not pairs:
         return "not measured"
     return f"{statistics.median(pairs):.2f} ({min(pairs):.2f}–{max(pairs):.2f})"
