@@ -177,7 +177,10 @@ class ContactsStore:
         ).scalar_one()
 
     def existing_phones(self, workspace_id: str, phones: Iterable[str]) -> set[str]:
-        """The given phones that already exist in the workspace (never the whole workspace)."""
+        """The given phones that already exist in the workspace (never the whole workspace).
+
+        Phones this import planned on an earlier attempt (``resume_plan``) are not reported.
+        """
         found: set[str] = set()
         phone_list = list(phones)
         with self.engine.connect() as conn:
