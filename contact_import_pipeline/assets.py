@@ -1,9 +1,9 @@
 """The four assets of one import, partitioned per uploaded file. Each calls plain functions."""
 
-
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 
 import dagster as dg
 
@@ -17,7 +17,7 @@ from contact_import_pipeline.options import ImportOptions, ResolvedOptions, reso
 from contact_import_pipeline.partitions import contact_files
 from contact_import_pipeline.rejects import rejects_csv
 from contact_import_pipeline.resources import ContactsDatabase
-from contact_import_pipeline.settings import CONTACTS_DB_POOL, Limits
+from contact_import_pipeline.settings import CONTACTS_DB_POOL, FIRST_ERRORS, Limits
 from contact_import_pipeline.sources import read_source
 
 GROUP = "contact_import"
@@ -48,6 +48,12 @@ def import_id_of(context: dg.OpExecutionContext | dg.AssetExecutionContext, part
     return f"{context.run.root_run_id or context.run.run_id}:{partition_key}"
 
 
+def _import_started_at(context: dg.AssetExecutionContext) -> datetime | None:
+    """When the first run of this import was created (re-executions share its default tag)."""
+    record = context.instance.get_run_record_by_id(context.run.root_run_id or context.run.run_id)
+    return record.create_timestamp if record is not None else None
+
+
 @dg.asset(partitions_def=contact_files, group_name=GROUP, kinds={"csv"})
 def raw_csv(context: dg.AssetExecutionContext, config: ImportOptions, bucket: ContactBucket) -> dg.Output:
     """The uploaded CSV, decoded (encoding and delimiter detected) into rows of text."""
@@ -56,7 +62,7 @@ def raw_csv(context: dg.AssetExecutionContext, config: ImportOptions, bucket: Co
     progress.report(context.instance, context.run.run_id, status="initializing", file=key)
     with failing_clearly(context):
         upload_options = bucket.read_options(key) if not config.source and bucket.exists(key) else {}
-        options = resolve_options(config, key, upload_options)
+        options = resolve_options(config, key, upload_options, _import_started_at(context))
         progress.report(
             context.instance, context.run.run_id, workspace=options.workspace_id, import_tag=options.import_tag
         )
@@ -113,7 +119,7 @@ def deduped_contacts(
     store.resume_plan(import_id)
     deduped = stages.dedupe(normalized_contacts, store)
     store.record_plan(import_id, deduped.contacts["phone_number"].tolist())
-    skipped = sum(1 for r in deduped.rejects if r.skipped)
+    skipped = sum(deduped.rejects.counts(skipped=True).values())
     failed = len(deduped.rejects) - skipped
     batches = max(1, -(-len(deduped.contacts) // deduped.options.batch_size))
     progress.report(
@@ -128,7 +134,7 @@ def deduped_contacts(
         failed=failed,
         current_batch=0,
         total_batches=batches,
-        errors=[{"row": r.row, "reason": r.reason, "detail": r.detail} for r in deduped.rejects if not r.skipped][:10],
+        errors=deduped.rejects.first_errors(FIRST_ERRORS),
     )
     return dg.Output(
         deduped,

@@ -5,6 +5,7 @@ import dagster as dg
 from contact_import_pipeline import jobs
 from contact_import_pipeline.assets import contacts, deduped_contacts, normalized_contacts, raw_csv
 from contact_import_pipeline.bucket import bucket_from_env
+from contact_import_pipeline.io_managers import ContactImportIOManager
 from contact_import_pipeline.resources import ContactsDatabase
 from contact_import_pipeline.sensors import import_failure_sensor, new_files_sensor
 
@@ -12,7 +13,11 @@ defs = dg.Definitions(
     assets=[raw_csv, normalized_contacts, deduped_contacts, contacts],
     jobs=[jobs.import_job, jobs.import_job_celery],
     sensors=[new_files_sensor, import_failure_sensor],
-    resources={"bucket": bucket_from_env(), "contacts_db": ContactsDatabase()},
+    resources={
+        "bucket": bucket_from_env(),
+        "contacts_db": ContactsDatabase(),
+        "io_manager": ContactImportIOManager(),
+    },
 )
 
 

@@ -118,8 +118,14 @@ def _check_printable(value: str, name: str) -> None:
         raise OptionsError(f"option {name} contains a control character")
 
 
-def resolve_options(config: ImportOptions, partition_key: str, upload_options: dict[str, Any]) -> ResolvedOptions:
-    """Merge run config over upload options over defaults, and validate the result."""
+def resolve_options(
+    config: ImportOptions, partition_key: str, upload_options: dict[str, Any], started_at: datetime | None = None
+) -> ResolvedOptions:
+    """Merge run config over upload options over defaults, and validate the result.
+
+    ``started_at`` dates the default import tag; re-executions pass their root run's start so
+    every row of one import carries the same tag.
+    """
     unknown = sorted(set(upload_options) - set(UPLOAD_OPTION_KEYS))
     if unknown:
         raise OptionsError(
@@ -142,7 +148,7 @@ def resolve_options(config: ImportOptions, partition_key: str, upload_options: d
         )
     workspace_id = key_workspace
 
-    import_tag = _text(pick("import_tag"), "import_tag") or default_import_tag()
+    import_tag = _text(pick("import_tag"), "import_tag") or default_import_tag(started_at)
     _check_printable(import_tag, "import_tag")
     if len(import_tag) > MAX_IMPORT_TAG_CHARS:
         raise OptionsError(f"import_tag is {len(import_tag)} characters; the limit is {MAX_IMPORT_TAG_CHARS}")

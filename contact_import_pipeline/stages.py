@@ -8,7 +8,6 @@ The Dagster assets in ``assets.py`` only call these.
 from __future__ import annotations
 
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,23 +18,12 @@ from contact_import_pipeline.contacts_store import BATCH_COLUMNS, ON_DUPLICATE_U
 from contact_import_pipeline.csv_reading import CsvTable
 from contact_import_pipeline.options import ResolvedOptions
 from contact_import_pipeline.phones import normalize_phones
+from contact_import_pipeline.rejects import Reject, RejectTable
 from contact_import_pipeline.settings import FIRST_ERRORS
 
-SKIP_REASONS = ("duplicate_in_file", "duplicate_existing")
-
-
-@dataclass(frozen=True)
-class Reject:
-    """A row that was not imported: failed (bad data) or skipped (duplicate), with its raw values."""
-
-    row: int
-    reason: str
-    detail: str
-    values: list[str]
-
-    @property
-    def skipped(self) -> bool:
-        return self.reason in SKIP_REASONS
+# Phones are normalized this many rows at a time, so the Python objects made along the way stay
+# bounded (a million at once cost ~600 MB that the allocator keeps after they are freed).
+PHONE_CHUNK_ROWS = 100_000
 
 
 @dataclass
@@ -58,7 +46,7 @@ class NormalizedImport:
     raw: pd.DataFrame  # the reader's frame, kept so later rejects can carry original values
     raw_rows: np.ndarray  # line number of each row of ``raw`` (ascending)
     contacts: pd.DataFrame  # CONTACT_FIELDS + phone_number + phone_raw + row, valid phones only
-    rejects: list[Reject]
+    rejects: RejectTable
     total: int
     encoding: str
     delimiter: str
@@ -74,7 +62,7 @@ class DedupedImport:
     header: list[str]
     plan: ColumnPlan
     contacts: pd.DataFrame
-    rejects: list[Reject]
+    rejects: RejectTable
     total: int
     encoding: str
     delimiter: str
@@ -115,10 +103,18 @@ class BatchResult:
     seconds: float
 
 
-def _raw_values(raw: pd.DataFrame, positions: np.ndarray) -> list[list[str]]:
-    if len(positions) == 0:
-        return []
-    return raw.iloc[positions].to_numpy(dtype=object).tolist()
+def _phones(mapped: pd.DataFrame, default_region: str) -> tuple[pd.Series, np.ndarray]:
+    """E.164 (Arrow text, '' when none) and reason (object array, None when valid) per row."""
+    e164_parts: list[pd.Series] = []
+    reasons: list[np.ndarray] = []
+    for start in range(0, len(mapped), PHONE_CHUNK_ROWS):
+        chunk = mapped.iloc[start : start + PHONE_CHUNK_ROWS]
+        e164, why = normalize_phones(chunk["phone_raw"].tolist(), chunk["country_raw"].tolist(), default_region)
+        e164_parts.append(pd.Series([p or "" for p in e164], index=chunk.index, dtype="str"))
+        reasons.append(np.asarray(why, dtype=object))
+    if not e164_parts:
+        return pd.Series([], index=mapped.index, dtype="str"), np.zeros(0, dtype=object)
+    return pd.concat(e164_parts), np.concatenate(reasons)
 
 
 def normalize(raw_import: RawImport) -> NormalizedImport:
@@ -127,23 +123,20 @@ def normalize(raw_import: RawImport) -> NormalizedImport:
     options, table = raw_import.options, raw_import.table
     plan = plan_columns(table.header, options.column_mapping, table.source)
     mapped = apply_plan(table.frame, plan)
-    e164, reasons = normalize_phones(
-        mapped["phone_raw"].tolist(), mapped["country_raw"].tolist(), options.default_region
-    )
-    # Arrow-backed text, like every other column: object columns of str cost ~60 bytes a cell.
-    mapped["phone_number"] = pd.Series(e164, index=mapped.index, dtype="str")
+    mapped["phone_number"], reasons = _phones(mapped, options.default_region)
     mapped["row"] = table.rows
-    bad = np.fromiter((i for i, reason in enumerate(reasons) if reason is not None), dtype=np.int64)
-    rejects = [
+    rejects = [RejectTable.from_rejects(
         Reject(row=r.row, reason=r.reason, detail=r.detail, values=list(r.values)) for r in table.rejects
-    ]
-    phone_raw = mapped["phone_raw"].to_numpy(dtype=object)
-    for pos, values in zip(bad, _raw_values(table.frame, bad)):
-        reason = reasons[pos]
-        detail = "no phone number" if reason == "missing_phone" else f"not a valid phone number: {phone_raw[pos]!r}"
-        rejects.append(Reject(row=int(table.rows[pos]), reason=reason, detail=detail, values=values))
-    good = np.ones(len(mapped), dtype=bool)
-    good[bad] = False
+    )]
+    for reason in ("missing_phone", "invalid_phone"):
+        positions = np.flatnonzero(reasons == reason)
+        detail = (
+            "no phone number"
+            if reason == "missing_phone"
+            else "not a valid phone number: '" + mapped["phone_raw"].iloc[positions].reset_index(drop=True) + "'"
+        )
+        rejects.append(RejectTable.from_raw(table.frame, positions, table.rows[positions], reason, detail))
+    good = pd.isna(reasons) | (reasons == None)  # noqa: E711 - elementwise test of an object array
     contacts = mapped.loc[good, [*CONTACT_FIELDS, "phone_number", "phone_raw", "row"]].reset_index(drop=True)
     timings = dict(raw_import.timings, phones=time.perf_counter() - started)
     return NormalizedImport(
@@ -154,7 +147,7 @@ def normalize(raw_import: RawImport) -> NormalizedImport:
         raw=table.frame,
         raw_rows=table.rows,
         contacts=contacts,
-        rejects=rejects,
+        rejects=RejectTable.concat(rejects),
         total=len(table.frame) + len(table.rejects),
         encoding=table.encoding,
         delimiter=table.delimiter,
@@ -171,27 +164,24 @@ def dedupe(normalized: NormalizedImport, store: ContactsStore) -> DedupedImport:
     """
     started = time.perf_counter()
     contacts = normalized.contacts
-    rejects = list(normalized.rejects)
+    workspace_id = normalized.options.workspace_id
     in_file = contacts.duplicated("phone_number", keep="first").to_numpy()
-    first_row = contacts.drop_duplicates("phone_number").set_index("phone_number")["row"]
     existing = (
         set()
         if normalized.options.on_duplicate == ON_DUPLICATE_UPDATE
-        else store.existing_phones(normalized.options.workspace_id, contacts.loc[~in_file, "phone_number"].tolist())
+        else store.existing_phones(workspace_id, contacts.loc[~in_file, "phone_number"].tolist())
     )
     is_existing = contacts["phone_number"].isin(existing).to_numpy() & ~in_file
-    for mask, reason in ((in_file, "duplicate_in_file"), (is_existing, "duplicate_existing")):
-        picked = contacts.loc[mask]
-        if picked.empty:
-            continue
-        positions = np.searchsorted(normalized.raw_rows, picked["row"].to_numpy())
-        for row, phone, values in zip(picked["row"].tolist(), picked["phone_number"].tolist(), _raw_values(normalized.raw, positions)):
-            detail = (
-                f"same phone {phone} as row {int(first_row[phone])}"
-                if reason == "duplicate_in_file"
-                else f"{phone} already exists in workspace {normalized.options.workspace_id}"
-            )
-            rejects.append(Reject(row=int(row), reason=reason, detail=detail, values=values))
+    rejects = [normalized.rejects]
+    if in_file.any():
+        first_row = contacts.loc[~in_file].set_index("phone_number")["row"]
+        dups = contacts.loc[in_file, ["phone_number", "row"]].reset_index(drop=True)
+        detail = "same phone " + dups["phone_number"] + " as row " + dups["phone_number"].map(first_row).astype("str")
+        rejects.append(_raw_rejects(normalized, dups["row"].to_numpy(), "duplicate_in_file", detail))
+    if is_existing.any():
+        dups = contacts.loc[is_existing, ["phone_number", "row"]].reset_index(drop=True)
+        detail = dups["phone_number"] + f" already exists in workspace {workspace_id}"
+        rejects.append(_raw_rejects(normalized, dups["row"].to_numpy(), "duplicate_existing", detail))
     keep = ~(in_file | is_existing)
     timings = dict(normalized.timings, dedup=time.perf_counter() - started)
     return DedupedImport(
@@ -200,12 +190,17 @@ def dedupe(normalized: NormalizedImport, store: ContactsStore) -> DedupedImport:
         header=normalized.header,
         plan=normalized.plan,
         contacts=contacts.loc[keep].reset_index(drop=True),
-        rejects=sorted(rejects, key=lambda r: r.row),
+        rejects=RejectTable.concat(rejects),
         total=normalized.total,
         encoding=normalized.encoding,
         delimiter=normalized.delimiter,
         timings=timings,
     )
+
+
+def _raw_rejects(normalized: NormalizedImport, rows: np.ndarray, reason: str, detail: pd.Series) -> RejectTable:
+    positions = np.searchsorted(normalized.raw_rows, rows)
+    return RejectTable.from_raw(normalized.raw, positions, rows, reason, detail)
 
 
 def plan_batches(deduped: DedupedImport, import_id: str) -> list[Batch]:
@@ -218,7 +213,7 @@ def plan_batches(deduped: DedupedImport, import_id: str) -> list[Batch]:
     size = deduped.options.batch_size
     count = max(1, -(-len(frame) // size))
     columns = [*BATCH_COLUMNS, "row"]
-    skipped_before = sum(1 for r in deduped.rejects if r.skipped)
+    skipped_before = sum(deduped.rejects.counts(skipped=True).values())
     failed_before = len(deduped.rejects) - skipped_before
     batches = []
     for index in range(count):
@@ -254,7 +249,7 @@ class Summary:
     skipped_by_reason: dict[str, int]
     failed_by_reason: dict[str, int]
     errors: list[dict[str, object]]
-    rejects: list[Reject]
+    rejects: RejectTable
     encoding: str
     delimiter: str
     timings: dict[str, float]
@@ -281,12 +276,13 @@ def summarize(deduped: DedupedImport, planned: int, outcomes: dict[int, BatchOut
             f"{len(missing)} of {planned} planned batches have no recorded outcome (batch {shown}); "
             "re-execute the run with ALL_STEPS (inserts are idempotent)"
         )
-    rejects = list(deduped.rejects)
-    by_row = deduped.contacts.set_index("row")
-    for index in sorted(outcomes):
-        for row in outcomes[index].conflict_rows:
+    late: list[Reject] = []
+    conflict_rows = [row for index in sorted(outcomes) for row in outcomes[index].conflict_rows]
+    if conflict_rows:
+        by_row = deduped.contacts.set_index("row")
+        for row in conflict_rows:
             record = by_row.loc[row]
-            rejects.append(
+            late.append(
                 Reject(
                     row=int(row),
                     reason="duplicate_existing",
@@ -294,20 +290,16 @@ def summarize(deduped: DedupedImport, planned: int, outcomes: dict[int, BatchOut
                     values=_values_from_plan(deduped, record),
                 )
             )
-    rejects.sort(key=lambda r: r.row)
+    rejects = RejectTable.concat([deduped.rejects, RejectTable.from_rejects(late)]) if late else deduped.rejects
     imported = sum(o.imported for o in outcomes.values())
     updated = sum(o.updated for o in outcomes.values())
-    skipped_by = Counter(r.reason for r in rejects if r.skipped)
-    failed_by = Counter(r.reason for r in rejects if not r.skipped)
+    skipped_by, failed_by = rejects.counts(skipped=True), rejects.counts(skipped=False)
     skipped, failed = sum(skipped_by.values()), sum(failed_by.values())
     if imported + updated + skipped + failed != deduped.total:
         raise AccountingError(
             f"counts do not add up for {deduped.source}: imported {imported} + updated {updated} + skipped "
             f"{skipped} + failed {failed} != total {deduped.total}"
         )
-    errors = [
-        {"row": r.row, "reason": r.reason, "detail": r.detail} for r in rejects if not r.skipped
-    ][:FIRST_ERRORS]
     return Summary(
         status="completed",
         workspace_id=deduped.options.workspace_id,
@@ -319,9 +311,9 @@ def summarize(deduped: DedupedImport, planned: int, outcomes: dict[int, BatchOut
         skipped=skipped,
         failed=failed,
         batches=sum(1 for o in outcomes.values() if o.rows),
-        skipped_by_reason=dict(sorted(skipped_by.items())),
-        failed_by_reason=dict(sorted(failed_by.items())),
-        errors=errors,
+        skipped_by_reason=skipped_by,
+        failed_by_reason=failed_by,
+        errors=rejects.first_errors(FIRST_ERRORS),
         rejects=rejects,
         encoding=deduped.encoding,
         delimiter=deduped.delimiter,

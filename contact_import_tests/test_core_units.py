@@ -13,7 +13,7 @@ from contact_import_pipeline.contacts_store import BATCH_COLUMNS, ContactsStore,
 from contact_import_pipeline.csv_reading import read_csv_bytes
 from contact_import_pipeline.errors import OptionsError
 from contact_import_pipeline.options import ImportOptions, default_import_tag, resolve_options
-from contact_import_pipeline.rejects import escape_cell, rejects_csv
+from contact_import_pipeline.rejects import Reject, escape_cell, rejects_csv
 
 KEY = "ws1/imports/file.csv"
 
@@ -29,6 +29,8 @@ def test_options_precedence_run_config_over_upload_over_defaults() -> None:
     assert (resolved.import_tag, resolved.default_region, resolved.board_phone_number) == (
         "from-config", "GB", "+442079460958",
     )
+    started = datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    assert resolve_options(ImportOptions(), KEY, {}, started).import_tag == "import:2025-01-02T03:04:05Z"
     defaults = resolve_options(ImportOptions(), KEY, {})
     assert (defaults.workspace_id, defaults.default_region, defaults.on_duplicate, defaults.cleanup) == (
         "ws1", "US", "skip", "archive",
@@ -99,8 +101,8 @@ def test_rejects_file_escapes_formulas_and_keeps_extra_fields() -> None:
         "'=1+1", "'+1 202", "'-3", "'@SUM", "'\tx", "'\rx", "plain", "",
     ]
     rejects = [
-        stages.Reject(row=3, reason="invalid_phone", detail="not a valid phone number: '=2+5'", values=["=cmd", "=2+5"]),
-        stages.Reject(row=4, reason="wrong_field_count", detail="expected 2 fields, found 3", values=["a", "b", "c"]),
+        Reject(row=3, reason="invalid_phone", detail="not a valid phone number: '=2+5'", values=["=cmd", "=2+5"]),
+        Reject(row=4, reason="wrong_field_count", detail="expected 2 fields, found 3", values=["a", "b", "c"]),
     ]
     text = rejects_csv(["Name", "Phone"], rejects).decode("utf-8")
     assert text.startswith("\ufeff")

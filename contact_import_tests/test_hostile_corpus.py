@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from contact_import_pipeline import cli
 from contact_import_pipeline.contacts_store import ContactsStore, import_batches
-from contact_import_pipeline.stages import SKIP_REASONS
+from contact_import_pipeline.rejects import SKIP_REASONS
 
 CORPUS = Path(__file__).parent / "corpus"
 EXPECTED: dict[str, dict[str, Any]] = json.loads((CORPUS / "expected.json").read_text(encoding="utf-8"))

@@ -29,7 +29,7 @@ from contact_import_pipeline.progress import TAG_PREFIX
 from contact_import_pipeline.rejects import escape_cell, rejects_csv
 from contact_import_pipeline.runner import ImportFailed, ImportRequest, local_instance, run_import
 from contact_import_pipeline.settings import MAX_COLUMNS_ENV, MAX_FIELD_CHARS_ENV, MAX_FILE_BYTES_ENV
-from contact_import_pipeline.stages import Reject
+from contact_import_pipeline.rejects import Reject
 
 PIPELINE = Path(contact_import_pipeline.__file__).parent
 # A word that appears only inside hostile payloads, so finding it in SQL text means a payload got in.
