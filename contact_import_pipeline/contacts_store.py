@@ -36,6 +36,8 @@ ON_DUPLICATE_SKIP, ON_DUPLICATE_UPDATE = "skip", "update"
 
 # PostgreSQL accepts 65,535 bind parameters per statement and SQLite 32,766; lookups stay below both.
 LOOKUP_CHUNK = 10_000
+# One array parameter has no such limit; 100k phones keep each lookup query under a second.
+PG_LOOKUP_CHUNK = 100_000
 
 metadata_obj = sa.MetaData()
 _json = postgresql.JSONB().with_variant(sa.JSON(), "sqlite")
@@ -183,12 +185,17 @@ class ContactsStore:
         """
         found: set[str] = set()
         phone_list = list(phones)
+        # PostgreSQL takes a whole chunk as one array parameter (= ANY), SQLite a list of them.
+        chunk_size = PG_LOOKUP_CHUNK if self.is_postgres else LOOKUP_CHUNK
         with self.engine.connect() as conn:
-            for start in range(0, len(phone_list), LOOKUP_CHUNK):
-                chunk = phone_list[start : start + LOOKUP_CHUNK]
-                query = sa.select(contacts.c.phone_number).where(
-                    contacts.c.workspace_id == workspace_id, contacts.c.phone_number.in_(chunk)
+            for start in range(0, len(phone_list), chunk_size):
+                chunk = phone_list[start : start + chunk_size]
+                condition = (
+                    contacts.c.phone_number == sa.any_(sa.bindparam("phones", chunk, type_=postgresql.ARRAY(sa.Text())))
+                    if self.is_postgres
+                    else contacts.c.phone_number.in_(chunk)
                 )
+                query = sa.select(contacts.c.phone_number).where(contacts.c.workspace_id == workspace_id, condition)
                 found.update(conn.execute(query).scalars())
         return found - self._planned_phones
 
