@@ -163,14 +163,21 @@ def insert_batch(
     options: ResolvedOptions = batch.options
 
     def on_progress(p: ImportProgress) -> None:
+        skipped = batch.skipped_before + p.skipped
+        processed = skipped + batch.failed_before + p.imported + p.updated
         progress.report(
             context.instance,
             context.run.run_id,
             imported=p.imported,
             updated=p.updated,
-            skipped=batch.skipped_before + p.skipped,
-            processed=batch.skipped_before + batch.failed_before + p.imported + p.updated + p.skipped,
+            skipped=skipped,
+            processed=processed,
             current_batch=p.batches,
+        )
+        # The same counts as a log line, so the run page shows progress without opening the tags.
+        context.log.info(
+            f"progress: {processed}/{batch.total} rows processed | imported {p.imported} | updated {p.updated} "
+            f"| skipped {skipped} | failed {batch.failed_before} | batch {p.batches}/{batch.count}"
         )
 
     outcome = contacts_db.store().insert_batch(

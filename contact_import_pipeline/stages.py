@@ -84,6 +84,7 @@ class Batch:
     frame: pd.DataFrame
     skipped_before: int  # rows set aside as duplicates before inserting (for live progress)
     failed_before: int  # rows that failed before inserting
+    total: int  # data rows in the file
 
     @property
     def rows(self) -> list[tuple[str, ...]]:
@@ -227,6 +228,7 @@ def plan_batches(deduped: DedupedImport, import_id: str) -> list[Batch]:
                 frame=frame.iloc[lo:hi][columns].reset_index(drop=True),
                 skipped_before=skipped_before,
                 failed_before=failed_before,
+                total=deduped.total,
             )
         )
     return batches
