@@ -220,42 +220,16 @@ def summarize(
             parse_import_key(options.partition_key).rejects_key, rejects_csv(deduped.header, summary.rejects)
         )
     cleanup = _clean_up(context, bucket, options)
-    errors = summary.errors
     progress.report(
         context.instance,
         context.run.run_id,
         status="completed",
-        total=summary.total,
-        processed=summary.processed,
-        imported=summary.imported,
-        updated=summary.updated,
-        skipped=summary.skipped,
-        failed=summary.failed,
+        **summary.counts(),
         current_batch=planned,
         total_batches=planned,
-        errors=errors,
+        errors=summary.errors,
     )
-    value = {
-        "status": summary.status,
-        "workspace_id": summary.workspace_id,
-        "import_tag": summary.import_tag,
-        "file": summary.file,
-        "total": summary.total,
-        "processed": summary.processed,
-        "imported": summary.imported,
-        "updated": summary.updated,
-        "skipped": summary.skipped,
-        "failed": summary.failed,
-        "batches": summary.batches,
-        "skipped_by_reason": summary.skipped_by_reason,
-        "failed_by_reason": summary.failed_by_reason,
-        "errors": errors,
-        "rejects_file": rejects_file,
-        "encoding": summary.encoding,
-        "delimiter": summary.delimiter,
-        "cleanup": cleanup,
-        "timings": {k: round(v, 3) for k, v in summary.timings.items()},
-    }
+    value = summary.as_dict() | {"rejects_file": rejects_file, "cleanup": cleanup}
     return dg.Output(value, metadata=_metadata(value))
 
 
@@ -284,28 +258,12 @@ def _metadata(value: dict) -> dict[str, object]:
         lines += ["", "| row | reason | detail |", "|---|---|---|"]
         lines += [f"| {e['row']} | {e['reason']} | {str(e['detail']).replace('|', '/')} |" for e in value["errors"]]
     meta: dict[str, object] = {
-        "status": value["status"],
-        "total": value["total"],
-        "processed": value["processed"],
-        "imported": value["imported"],
-        "updated": value["updated"],
-        "skipped": value["skipped"],
-        "failed": value["failed"],
-        "batches": value["batches"],
-        "skipped_by_reason": dg.MetadataValue.json(value["skipped_by_reason"]),
-        "failed_by_reason": dg.MetadataValue.json(value["failed_by_reason"]),
-        "errors": dg.MetadataValue.json(value["errors"]),
-        "import_tag": value["import_tag"],
-        "workspace_id": value["workspace_id"],
-        "file": value["file"],
-        "encoding": value["encoding"],
-        "cleanup": value["cleanup"],
-        "timings": dg.MetadataValue.json(value["timings"]),
-        "summary": dg.MetadataValue.md("\n".join(lines)),
-        "dagster/row_count": value["imported"],
+        key: dg.MetadataValue.json(item) if isinstance(item, (dict, list)) else item
+        for key, item in value.items()
+        if item is not None
     }
-    if value["rejects_file"]:
-        meta["rejects_file"] = value["rejects_file"]
+    meta["summary"] = dg.MetadataValue.md("\n".join(lines))
+    meta["dagster/row_count"] = value["imported"]
     return meta
 
 

@@ -157,13 +157,26 @@ def _fail(args: argparse.Namespace, message: str, code: int, run_id: str | None 
     return code
 
 
-def _cmd_contacts(args: argparse.Namespace) -> int:
+def _check_workspace(args: argparse.Namespace) -> int | None:
+    """Exit code 2 (with the reason printed) when --workspace is invalid, else None."""
     try:
         validate_workspace_id(args.workspace)
     except OptionsError as exc:
         return _fail(args, str(exc), EXIT_BAD_INPUT)
+    return None
+
+
+def _store(args: argparse.Namespace) -> ContactsStore:
+    """The contacts database named by --database-url (or the default), with its tables."""
     store = ContactsStore(args.database_url or default_database_url())
     store.create_schema()
+    return store
+
+
+def _cmd_contacts(args: argparse.Namespace) -> int:
+    if (code := _check_workspace(args)) is not None:
+        return code
+    store = _store(args)
     rows = store.query_contacts(args.workspace, args.tag)
     if args.json:
         _print_json(rows)
@@ -196,10 +209,8 @@ def _cmd_demo(_args: argparse.Namespace) -> int:
 
 
 def _cmd_imports(args: argparse.Namespace) -> int:
-    try:
-        validate_workspace_id(args.workspace)
-    except OptionsError as exc:
-        return _fail(args, str(exc), EXIT_BAD_INPUT)
+    if (code := _check_workspace(args)) is not None:
+        return code
     entries = history.list_imports(local_instance(), args.workspace)
     if args.json:
         _print_json([entry.to_dict() for entry in entries])
@@ -217,12 +228,9 @@ def _cmd_imports(args: argparse.Namespace) -> int:
 
 def _cmd_undo(args: argparse.Namespace) -> int:
     """Count, confirm, delete in one statement, then record the undo on the import's runs."""
-    try:
-        validate_workspace_id(args.workspace)
-    except OptionsError as exc:
-        return _fail(args, str(exc), EXIT_BAD_INPUT)
-    store = ContactsStore(args.database_url or default_database_url())
-    store.create_schema()
+    if (code := _check_workspace(args)) is not None:
+        return code
+    store = _store(args)
     instance = local_instance()
     result: dict[str, Any] = {"workspace_id": args.workspace, "import_tag": args.tag}
     count = store.undo_import(args.workspace, args.tag, dry_run=True)

@@ -260,6 +260,34 @@ class Summary:
     def processed(self) -> int:
         return self.imported + self.updated + self.skipped + self.failed
 
+    def counts(self) -> dict[str, int]:
+        """The progress counts, under the names of the progress schema."""
+        return {
+            "total": self.total,
+            "processed": self.processed,
+            "imported": self.imported,
+            "updated": self.updated,
+            "skipped": self.skipped,
+            "failed": self.failed,
+        }
+
+    def as_dict(self) -> dict[str, object]:
+        """Everything but the rejected rows themselves: the ``contacts`` asset's value."""
+        return {
+            "status": self.status,
+            "workspace_id": self.workspace_id,
+            "import_tag": self.import_tag,
+            "file": self.file,
+            **self.counts(),
+            "batches": self.batches,
+            "skipped_by_reason": self.skipped_by_reason,
+            "failed_by_reason": self.failed_by_reason,
+            "errors": self.errors,
+            "encoding": self.encoding,
+            "delimiter": self.delimiter,
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+        }
+
 
 class AccountingError(RuntimeError):
     """The counts do not add up, or a planned batch has no recorded outcome: never report success."""
