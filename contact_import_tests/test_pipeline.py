@@ -158,3 +158,26 @@ def test_values_stay_text(database_url: str, tmp_path: Path) -> None:
     run_import(ImportRequest(source=str(path), workspace_id="ws1"), database_url=database_url)
     [row] = ContactsStore(database_url).query_contacts("ws1")
     assert (row["zip"], row["email"], row["phone_number"]) == ("02134", "=HYPERLINK(\"x\")", "+12122000001")
+
+
+EXPORTS = Path(__file__).parent / "data" / "exports"
+EXPORT_CONTACTS = {
+    "+12025550101": ("Ann", "Lee", "ann@example.com"),
+    "+12025550102": ("Bob", "Stone", "bob@example.com"),
+    "+12025550103": ("Cleo", "Park", "cleo@example.com"),
+}
+GERMAN_OUTLOOK_CONTACTS = {
+    "+4915123456789": ("Ann", "Lee", "ann@example.com"),
+    "+4930901820": ("Bob", "Stone", "bob@example.com"),
+    "+12025550103": ("Cleo", "Park", "cleo@example.com"),
+}
+
+
+@pytest.mark.parametrize("export", sorted(p.name for p in EXPORTS.glob("*.csv")))
+def test_real_export_files_import_whole(database_url: str, export: str) -> None:
+    """Header rows of Google, Outlook (desktop, web, German), HubSpot, Salesforce, Mailchimp, Zoho,
+    Pipedrive and vCard exports: every row imported with its name, email and mobile number."""
+    summary = run_import(ImportRequest(source=str(EXPORTS / export), workspace_id="ws1"), database_url=database_url)
+    assert (summary["total"], summary["imported"], summary["skipped"], summary["failed"]) == (3, 3, 0, 0)
+    stored = {r["phone_number"]: (r["firstname"], r["lastname"], r["email"]) for r in ContactsStore(database_url).query_contacts("ws1")}
+    assert stored == (GERMAN_OUTLOOK_CONTACTS if export == "outlook_de.csv" else EXPORT_CONTACTS)
