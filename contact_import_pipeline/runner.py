@@ -35,6 +35,8 @@ run_monitoring:
 telemetry:
   enabled: false
 """
+# Dagster's console log of a CLI run: warnings and errors only (set DEBUG to see every event).
+CONSOLE_LOG_LEVEL = os.environ.get("CONTACT_IMPORT_LOG_LEVEL", "WARNING")
 # Above this size a local file's import runs its steps in child processes (see run_import).
 IN_PROCESS_MAX_BYTES = 20 * 1024 * 1024
 UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._ ()+-]+")
@@ -120,6 +122,8 @@ def run_import(request: ImportRequest, database_url: str | None = None, instance
     instance = instance or local_instance()
     instance.add_dynamic_partitions(contact_files.name, [partition_key])
     run_config = request.run_config(source)
+    # The command prints its own summary; Dagster's event stream stays in the run's log.
+    run_config["loggers"] = {"console": {"config": {"log_level": CONSOLE_LOG_LEVEL}}}
     if database_url:
         run_config["resources"] = {"contacts_db": {"config": {"url": database_url}}}
     tags = {
