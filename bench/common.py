@@ -146,15 +146,24 @@ def self_peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _rss_kib(pid: int) -> int:
+def _status_kib(pid: int, field: str) -> int:
     try:
         with open(f"/proc/{pid}/status") as status:
             for line in status:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field):
                     return int(line.split()[1])
     except OSError:
         pass
     return 0
+
+
+def _rss_kib(pid: int) -> int:
+    return _status_kib(pid, "VmRSS:")
+
+
+def _peak_kib(pid: int) -> int:
+    """The process's own high-water mark, so a peak between two samples is not missed."""
+    return _status_kib(pid, "VmHWM:")
 
 
 def _children(pid: int) -> list[int]:
@@ -172,7 +181,8 @@ def _children(pid: int) -> list[int]:
 class TreeSampler:
     """Samples the RSS of a process and all its descendants every ``interval`` seconds.
 
-    ``largest_mb`` is the biggest single process seen (the 1 GiB budget applies per process);
+    ``largest_mb`` is the biggest single process seen, by each process's own high-water mark (the
+    1 GiB budget applies per process);
     ``total_mb`` the biggest sum over the tree at one instant.
     """
 
@@ -191,9 +201,8 @@ class TreeSampler:
                 pid = todo.pop()
                 pids.append(pid)
                 todo.extend(_children(pid))
-            sizes = [_rss_kib(p) for p in pids]
-            self.largest_kib = max(self.largest_kib, *sizes)
-            self.total_kib = max(self.total_kib, sum(sizes))
+            self.largest_kib = max(self.largest_kib, *(_peak_kib(p) for p in pids))
+            self.total_kib = max(self.total_kib, sum(_rss_kib(p) for p in pids))
             self._stop.wait(self.interval)
 
     def __enter__(self) -> "TreeSampler":

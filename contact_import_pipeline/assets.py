@@ -10,7 +10,7 @@ import dagster as dg
 from contact_import_pipeline import progress, stages
 from contact_import_pipeline.bucket import ContactBucket
 from contact_import_pipeline.contacts_store import ImportProgress
-from contact_import_pipeline.csv_reading import read_csv_bytes
+from contact_import_pipeline.csv_reading import read_csv_loaded
 from contact_import_pipeline.errors import ImportFileError, OptionsError
 from contact_import_pipeline.keys import parse_import_key
 from contact_import_pipeline.options import ImportOptions, ResolvedOptions, resolve_options
@@ -18,7 +18,7 @@ from contact_import_pipeline.partitions import contact_files
 from contact_import_pipeline.rejects import rejects_csv
 from contact_import_pipeline.resources import ContactsDatabase
 from contact_import_pipeline.settings import CONTACTS_DB_POOL, FIRST_ERRORS, Limits
-from contact_import_pipeline.sources import read_source
+from contact_import_pipeline.sources import read_source, source_name
 
 GROUP = "contact_import"
 INSERT_STEP_TAG = {"contact_import/step": "insert"}
@@ -67,8 +67,8 @@ def raw_csv(context: dg.AssetExecutionContext, config: ImportOptions, bucket: Co
             context.instance, context.run.run_id, workspace=options.workspace_id, import_tag=options.import_tag
         )
         limits = Limits.from_env()
-        data, name = read_source(options, bucket, limits.max_file_bytes)
-        table = read_csv_bytes(data, name, limits)
+        name = source_name(options)
+        table = read_csv_loaded(lambda: read_source(options, bucket, limits.max_file_bytes), name, limits)
     seconds = time.perf_counter() - started
     context.log.info(
         f"read {name}: {len(table.frame) + len(table.rejects)} rows, encoding {table.encoding}, "

@@ -34,8 +34,8 @@ import codecs
 import csv
 import re
 from array import array
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -128,7 +128,17 @@ class CsvTable:
 
 def read_csv_bytes(data: bytes, source: str, limits: Limits | None = None) -> CsvTable:
     """Decode and parse one uploaded file; raise CsvFileError if the file as a whole is unusable."""
+    return read_csv_loaded(lambda: data, source, limits)
+
+
+def read_csv_loaded(load: Callable[[], bytes], source: str, limits: Limits | None = None) -> CsvTable:
+    """``read_csv_bytes`` for bytes that ``load`` returns, dropped as soon as they are decoded.
+
+    The caller keeps no reference, so a file is never held both undecoded and decoded while it
+    is parsed (~100 MB less at a million rows).
+    """
     limits = limits or Limits()
+    data = load()
     if len(data) > limits.max_file_bytes:
         raise CsvFileError(
             f"{source}: file is {len(data):,} bytes, over the {limits.max_file_bytes:,}-byte limit; "
@@ -136,6 +146,7 @@ def read_csv_bytes(data: bytes, source: str, limits: Limits | None = None) -> Cs
         )
     _refuse_non_text(data, source)
     text, encoding = _decode(data, source)
+    del data
     if not text.strip():
         raise _empty(source)
     delimiter = _sniff_delimiter(text)

@@ -16,21 +16,28 @@ ALLOW_LOCAL_SOURCES_ENV = "CONTACT_IMPORT_ALLOW_LOCAL_SOURCES"
 URL_TIMEOUT_SECONDS = 60.0
 
 
-def read_source(options: ResolvedOptions, bucket: ContactBucket, max_bytes: int) -> tuple[bytes, str]:
-    """The file's bytes and the name to use for it in messages."""
+def source_name(options: ResolvedOptions) -> str:
+    """The name used for the file in messages (a URL without its query, which may hold secrets)."""
     source = options.source
     if source.startswith(("http://", "https://")):
-        data = fetch_url(
+        return source.split("?", 1)[0]
+    return Path(source).name if source else options.partition_key
+
+
+def read_source(options: ResolvedOptions, bucket: ContactBucket, max_bytes: int) -> bytes:
+    """The file's bytes, from its URL, its local path (CLI only) or its bucket object."""
+    source = options.source
+    if source.startswith(("http://", "https://")):
+        return fetch_url(
             source, max_bytes=max_bytes, timeout=URL_TIMEOUT_SECONDS, allow_private=allow_private_urls_from_env()
         )
-        return data, source.split("?", 1)[0]
     if source:
         if "://" in source:
             raise OptionsError(f"source {source.split('?', 1)[0]!r}: only http:// and https:// URLs are accepted")
         if os.environ.get(ALLOW_LOCAL_SOURCES_ENV) != "1":
             raise OptionsError("local file sources are only accepted by `contact-import import`")
-        return _read_local(Path(source), max_bytes), Path(source).name
-    return _read_bucket(options.partition_key, bucket, max_bytes), options.partition_key
+        return _read_local(Path(source), max_bytes)
+    return _read_bucket(options.partition_key, bucket, max_bytes)
 
 
 def _read_local(path: Path, max_bytes: int) -> bytes:

@@ -248,4 +248,4 @@ def test_launchpad_documents_every_option(env: DagsterServers) -> None:
     (fields,) = [t["fields"] for t in types if t.get("fields") and {f["name"] for f in t["fields"]} == names]
     assert all(f["description"] and not f["isRequired"] for f in fields)
     defaults = {f["name"]: f["defaultValueAsJson"] for f in fields}
-    assert (defaults["batch_size"], defaults["on_duplicate"]) == ("25000", '"skip"')
+    assert (defaults["batch_size"], defaults["on_duplicate"]) == ("100000", '"skip"')

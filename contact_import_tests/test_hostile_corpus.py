@@ -11,7 +11,6 @@ import csv
 import importlib.util
 import json
 import random
-import resource
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from bench.common import TreeSampler
 from contact_import_pipeline import cli
 from contact_import_pipeline.contacts_store import ContactsStore, import_batches
 from contact_import_pipeline.rejects import SKIP_REASONS
@@ -34,7 +34,7 @@ POSTGRES_FILES = (
     "cp1252_smart_quotes.csv", "emoji_rtl.csv", "formula_payloads.csv", "german_outlook.csv", "gzip_renamed.csv",
     "nul_in_field.csv", "quoted_newlines.csv", "sql_values.csv", "unterminated_quote.csv",
 )
-MAX_RSS_BYTES = int(1.5 * 1024**3)
+MAX_RSS_BYTES = 1024**3  # the per-process budget of the performance issue
 
 
 def test_corpus_is_complete_and_reproducible(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -160,29 +160,32 @@ def write_million_rows(path: Path, rows: int, seed: int = 7) -> dict[str, int]:
 
 @pytest.mark.slow
 def test_million_rows_exact_counts_and_bounded_memory(tmp_path: Path) -> None:
-    """1,000,000 rows through `contact-import import --json` in a subprocess; peak RSS < 1.5 GiB."""
+    """1,000,000 rows through `contact-import import --json` in a subprocess; every process < 1 GiB."""
     rows = 1_000_000
     source = tmp_path / "million.csv"
     counts = write_million_rows(source, rows)
     started = time.perf_counter()
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    done = subprocess.run(
+    # A file this large runs a process per step (from the command's forkserver), so the budget is
+    # checked on every process of the command's tree, by each one's own high-water mark.
+    proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "contact-import"), "import", str(source), "--workspace", "ws-million",
          "--tag", "million", "--database-url", f"sqlite:///{tmp_path / 'contacts.db'}", "--json"],
-        cwd=tmp_path, capture_output=True, text=True, check=False,
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
+    with TreeSampler(proc.pid) as sampler:
+        stdout, stderr = proc.communicate()
     seconds = time.perf_counter() - started
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    peak_kib = sampler.largest_kib
+    assert proc.returncode == 0, stderr[-3000:]
+    result = json.loads(stdout.strip().splitlines()[-1])
     print(
-        f"\n1M rows: {seconds:.1f} s wall, peak RSS {peak_kib / 1024:.0f} MiB "
-        f"(children max before: {before / 1024:.0f} MiB), file {source.stat().st_size / 1e6:.0f} MB, timings {result['timings']}"
+        f"\n1M rows: {seconds:.1f} s wall, largest process {peak_kib / 1024:.0f} MiB, "
+        f"file {source.stat().st_size / 1e6:.0f} MB, timings {result['timings']}"
     )
     failed = counts["invalid_phone"] + counts["missing_phone"]
     assert {k: result[k] for k in ("status", "total", "imported", "skipped", "failed", "batches")} == {
         "status": "completed", "total": rows, "imported": rows - failed - counts["duplicate_in_file"],
-        "skipped": counts["duplicate_in_file"], "failed": failed, "batches": 40,
+        "skipped": counts["duplicate_in_file"], "failed": failed, "batches": 10,
     }
     assert result["skipped_by_reason"] == {"duplicate_in_file": 1000}
     assert result["failed_by_reason"] == {"invalid_phone": 1000, "missing_phone": 1000}
