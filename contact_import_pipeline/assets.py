@@ -118,7 +118,7 @@ def deduped_contacts(
     import_id = import_id_of(context, normalized_contacts.options.partition_key)
     store.resume_plan(import_id)
     deduped = stages.dedupe(normalized_contacts, store)
-    store.record_plan(import_id, deduped.contacts["phone_number"].tolist())
+    store.record_plan(import_id, deduped.contacts["phone_number"])
     skipped = sum(deduped.rejects.counts(skipped=True).values())
     failed = len(deduped.rejects) - skipped
     batches = max(1, -(-len(deduped.contacts) // deduped.options.batch_size))
