@@ -93,6 +93,26 @@ def fresh_pg_database() -> Iterator[str]:
         drop_pg_database(url)
 
 
+def dagster_pg_env(url: str) -> dict[str, str]:
+    """DAGSTER_PG_* for the repo's dagster.yaml, pointing at ``url``'s database (an empty
+    password works with trust auth)."""
+    parsed = sa.engine.make_url(url)
+    return {
+        "DAGSTER_PG_HOST": parsed.host or "127.0.0.1",
+        "DAGSTER_PG_PORT": str(parsed.port or 5432),
+        "DAGSTER_PG_USER": parsed.username or "postgres",
+        "DAGSTER_PG_PASSWORD": parsed.password or "",
+        "DAGSTER_PG_DB": parsed.database or "",
+    }
+
+
+@pytest.fixture
+def instance_db() -> Iterator[str]:
+    """A fresh PostgreSQL database for Dagster's own storage, dropped afterwards."""
+    with fresh_pg_database() as url:
+        yield url
+
+
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A fresh PostgreSQL database, dropped afterwards."""

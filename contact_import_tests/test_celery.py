@@ -14,17 +14,15 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 import pytest
-import sqlalchemy as sa
 
 from contact_import_pipeline.contacts_store import ContactsStore
 from contact_import_pipeline.progress import read_progress
 from contact_import_pipeline.sensors import FILE_TAG, WORKSPACE_TAG
-from contact_import_tests.conftest import create_pg_database, drop_pg_database, require_postgres
+from contact_import_tests.conftest import dagster_pg_env
 from contact_import_tests.test_pipeline import numbered_rows, write_csv
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -58,18 +56,6 @@ def free_redis_db() -> int:
     return random.choice(empty)
 
 
-def pg_env(url: str) -> dict[str, str]:
-    """DAGSTER_PG_* for the repo's dagster.yaml, pointing at ``url``'s database."""
-    parsed = sa.engine.make_url(url)
-    return {
-        "DAGSTER_PG_HOST": parsed.host or "127.0.0.1",
-        "DAGSTER_PG_PORT": str(parsed.port or 5432),
-        "DAGSTER_PG_USER": parsed.username or "postgres",
-        "DAGSTER_PG_PASSWORD": parsed.password or "",
-        "DAGSTER_PG_DB": parsed.database or "",
-    }
-
-
 def big_file(path: Path) -> Path:
     """100k rows: every 50th (from row 7) an invalid phone, every 100th (from row 13) repeats the previous phone."""
     rows = numbered_rows(ROWS)
@@ -80,16 +66,6 @@ def big_file(path: Path) -> Path:
             rows[i][3] = rows[i - 1][3]
     random.Random(7).shuffle(rows)
     return write_csv(path, ["First Name", "Last Name", "Email", "Mobile Phone"], rows)
-
-
-@pytest.fixture
-def instance_db() -> Iterator[str]:
-    require_postgres()
-    url = create_pg_database()
-    try:
-        yield url
-    finally:
-        drop_pg_database(url)
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -122,7 +98,7 @@ def test_celery_workers_import_100k_rows(
         "CONTACT_BUCKET_DIR": str(bucket),
         "CELERY_BROKER_URL": broker,
         "CELERY_RESULT_BACKEND": broker,
-        **pg_env(instance_db),
+        **dagster_pg_env(instance_db),
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)

@@ -18,14 +18,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from contact_import_pipeline import cli
 from contact_import_pipeline.contacts_store import ContactsStore
 from contact_import_pipeline.dagster_api import DagsterApi, DagsterConfigInvalid, RunState
 from contact_import_pipeline.options import ImportOptions
 from contact_import_pipeline.progress import STATUSES
-from contact_import_tests.conftest import create_pg_database, drop_pg_database, require_postgres
+from contact_import_tests.conftest import create_pg_database, dagster_pg_env, drop_pg_database, require_postgres
 from contact_import_tests.servers import REPO_ROOT, DagsterServers, dagster_servers
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.xdist_group("graphql_e2e")]
@@ -61,13 +60,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DagsterSer
     home = root / "dagster_home"
     home.mkdir()
     shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
-    pg = sa.engine.make_url(instance_url)
     env = {
-        "DAGSTER_PG_HOST": pg.host or "127.0.0.1",
-        "DAGSTER_PG_PORT": str(pg.port or 5432),
-        "DAGSTER_PG_USER": pg.username or "postgres",
-        "DAGSTER_PG_PASSWORD": pg.password or "",  # an empty password (trust auth) works
-        "DAGSTER_PG_DB": pg.database,
+        **dagster_pg_env(instance_url),
         "CONTACTS_DATABASE_URL": contacts_url,
         "CONTACT_BUCKET_DIR": str(root / "bucket"),
         "CONTACT_SENSOR_INTERVAL_SECONDS": "2",  # the new-file sensor sees every upload quickly

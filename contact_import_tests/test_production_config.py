@@ -18,7 +18,7 @@ from contact_import_pipeline import history
 from contact_import_pipeline.contacts_store import ContactsStore
 from contact_import_pipeline.dagster_api import DagsterApi, trigger_import
 from contact_import_tests.servers import REPO_ROOT, dagster_servers
-from contact_import_tests.test_celery import instance_db, pg_env  # noqa: F401 - instance_db is a fixture
+from contact_import_tests.conftest import dagster_pg_env
 from contact_import_tests.test_pipeline import numbered_rows, write_csv
 
 RUN_TIMEOUT_SECONDS = 240.0
@@ -26,7 +26,7 @@ RUN_TIMEOUT_SECONDS = 240.0
 
 @pytest.mark.slow
 def test_production_instance_runs_an_import_into_postgres_storage(
-    tmp_path: Path, pg_url: str, instance_db: str, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+    tmp_path: Path, pg_url: str, instance_db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     home = tmp_path / "dagster_home"
     home.mkdir()
@@ -35,7 +35,7 @@ def test_production_instance_runs_an_import_into_postgres_storage(
         "CONTACTS_DATABASE_URL": pg_url,
         "CONTACT_BUCKET_DIR": str(tmp_path / "bucket"),
         "CONTACT_IMPORT_CLEANUP": "keep",
-        **pg_env(instance_db),
+        **dagster_pg_env(instance_db),
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
