@@ -159,7 +159,7 @@ def insert_batch(
     context: dg.OpExecutionContext, batch: stages.Batch, contacts_db: ContactsDatabase
 ) -> stages.BatchResult:
     """Insert one batch in one transaction (idempotent: a landed batch is never applied twice)."""
-    started = time.perf_counter()
+    started = time.time()
     options: ResolvedOptions = batch.options
 
     def on_progress(p: ImportProgress) -> None:
@@ -191,12 +191,13 @@ def insert_batch(
         on_progress=on_progress,
         on_duplicate=options.on_duplicate,
     )
-    seconds = time.perf_counter() - started
+    finished = time.time()
+    seconds = finished - started
     context.log.info(
         f"batch {batch.index + 1}/{batch.count}: {outcome.imported} imported, {outcome.updated} updated, "
         f"{outcome.skipped} skipped in {seconds:.2f}s"
     )
-    return stages.BatchResult(index=batch.index, outcome=outcome, seconds=seconds)
+    return stages.BatchResult(index=batch.index, outcome=outcome, started_at=started, finished_at=finished)
 
 
 @dg.op
@@ -211,7 +212,7 @@ def summarize(
     options = deduped.options
     import_id = import_id_of(context, options.partition_key)
     planned = max(1, -(-len(deduped.contacts) // options.batch_size))
-    insert_seconds = sum(r.seconds for r in results)
+    insert_seconds = stages.insert_wall_seconds(results)
     with failing_clearly(context):
         summary = stages.summarize(deduped, planned, contacts_db.store().recorded_batches(import_id), insert_seconds)
     rejects_file = None

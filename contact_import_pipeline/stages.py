@@ -101,7 +101,16 @@ class BatchResult:
 
     index: int
     outcome: BatchOutcome
-    seconds: float
+    started_at: float  # wall-clock times, so summarize can tell how long the batches took together
+    finished_at: float
+
+
+def insert_wall_seconds(results: list[BatchResult]) -> float:
+    """From the first batch's start to the last one's end: batches overlap, so their own
+    durations would add up to more than the time they took."""
+    if not results:
+        return 0.0
+    return max(r.finished_at for r in results) - min(r.started_at for r in results)
 
 
 def _phones(mapped: pd.DataFrame, default_region: str) -> tuple[pd.Series, np.ndarray]:
