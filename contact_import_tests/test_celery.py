@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -56,6 +57,20 @@ def free_redis_db() -> int:
     return random.choice(empty)
 
 
+@pytest.fixture
+def celery_broker() -> Iterator[str]:
+    """A Redis database of its own for broker and results, emptied afterwards so that later runs
+    on this machine find it free again."""
+    import redis
+
+    require_redis()
+    db = free_redis_db()
+    try:
+        yield f"redis://{REDIS_HOST}:{REDIS_PORT}/{db}"
+    finally:
+        redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db).flushdb()
+
+
 def big_file(path: Path) -> Path:
     """100k rows: every 50th (from row 7) an invalid phone, every 100th (from row 13) repeats the previous phone."""
     rows = numbered_rows(ROWS)
@@ -84,10 +99,9 @@ def _stop(process: subprocess.Popen) -> None:
 @pytest.mark.slow
 @pytest.mark.xdist_group("celery")
 def test_celery_workers_import_100k_rows(
-    tmp_path: Path, pg_url: str, instance_db: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, pg_url: str, instance_db: str, celery_broker: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    require_redis()
-    broker = f"redis://{REDIS_HOST}:{REDIS_PORT}/{free_redis_db()}"
+    broker = celery_broker
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
