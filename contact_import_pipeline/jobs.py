@@ -11,10 +11,16 @@ IMPORT_JOB_CELERY_NAME = "import_job_celery"
 
 # forkserver starts a step in ~0.5 s instead of ~1.1 s with spawn; the tag limit keeps at most 5
 # insert batches of one run in flight (the contacts_db pool limits writers across runs).
+# Modules the forkserver imports once, so each step process starts with pandas, pyarrow, SQLAlchemy,
+# phonenumbers and the assets already loaded. Dagster would otherwise preload only the module that
+# holds the job's reconstructor (``bench.pipeline`` or a test module imports none of these).
+# ``definitions`` is left out: it reads the bucket settings from the environment when imported.
+FORKSERVER_PRELOAD = ("dagster._core.executor.multiprocess", "contact_import_pipeline.jobs", "contact_import_pipeline.resources")
+
 import_executor = dg.multiprocess_executor.configured(
     {
         "max_concurrent": MAX_CONCURRENT_BATCHES,
-        "start_method": {"forkserver": {}},
+        "start_method": {"forkserver": {"preload_modules": list(FORKSERVER_PRELOAD)}},
         "tag_concurrency_limits": [
             {"key": key, "value": value, "limit": MAX_CONCURRENT_BATCHES} for key, value in INSERT_STEP_TAG.items()
         ],
