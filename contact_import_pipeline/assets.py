@@ -186,8 +186,7 @@ def insert_batch(
         workspace_id=options.workspace_id,
         import_tag=options.import_tag,
         board_phone_number=options.board_phone_number,
-        rows=batch.rows,
-        row_numbers=batch.row_numbers,
+        batch=batch.frame,
         on_progress=on_progress,
         on_duplicate=options.on_duplicate,
     )

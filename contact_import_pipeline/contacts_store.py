@@ -13,6 +13,7 @@ which is what lets ``undo_import`` remove exactly what an import created.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import uuid
@@ -23,8 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -237,14 +240,14 @@ class ContactsStore:
         workspace_id: str,
         import_tag: str,
         board_phone_number: str | None,
-        rows: Sequence[Sequence[str]],
-        row_numbers: Sequence[int],
+        batch: pd.DataFrame,
         on_progress: ProgressCallback | None = None,
         on_duplicate: str = ON_DUPLICATE_SKIP,
     ) -> BatchOutcome:
         """Insert one batch in one transaction; a batch that already landed is not inserted again.
 
-        ``rows`` hold BATCH_COLUMNS values. With ``on_duplicate="skip"`` rows whose phone already
+        ``batch`` has the BATCH_COLUMNS (text) and ``row``, the row's line number in the file, and
+        distinct phones. With ``on_duplicate="skip"`` rows whose phone already
         exists in the workspace are skipped (ON CONFLICT DO NOTHING) and their row numbers reported
         in ``conflict_rows``; with ``"update"`` those contacts are merged and counted as updated.
         ``on_progress`` runs inside the transaction, after the outcome is written and while this
@@ -264,20 +267,14 @@ class ContactsStore:
                 return _outcome(previous)
             update = on_duplicate == ON_DUPLICATE_UPDATE
             if self.is_postgres:
-                inserted_phones, updated_phones = _pg_insert(conn, workspace_id, rows, import_tag, json.dumps(meta), update)
+                updated, conflict_rows = _pg_insert(conn, workspace_id, batch, import_tag, json.dumps(meta), update)
             else:
-                inserted_phones, updated_phones = _sqlite_insert(conn, workspace_id, rows, import_tag, meta, update)
-            phone_at = BATCH_COLUMNS.index("phone_number")
-            conflict_rows = [
-                number
-                for row, number in zip(rows, row_numbers)
-                if row[phone_at] not in inserted_phones and row[phone_at] not in updated_phones
-            ]
+                updated, conflict_rows = _sqlite_insert(conn, workspace_id, batch, import_tag, meta, update)
             outcome = BatchOutcome(
-                rows=len(rows),
-                imported=len(inserted_phones),
+                rows=len(batch),
+                imported=len(batch) - updated - len(conflict_rows),
                 skipped=len(conflict_rows),
-                updated=len(updated_phones),
+                updated=updated,
                 conflict_rows=conflict_rows,
             )
             conn.execute(
@@ -420,7 +417,7 @@ _PG_FILL = ", ".join(
     for c in CONTACT_FIELDS
 )
 _PG_ON_CONFLICT = {
-    False: "DO NOTHING RETURNING phone_number, true",
+    False: "DO NOTHING RETURNING phone_number, true AS inserted",
     True: (
         f"DO UPDATE SET {_PG_FILL}, "
         "tags = CASE WHEN COALESCE(contacts.tags, '[]'::jsonb) @> EXCLUDED.tags THEN contacts.tags "
@@ -432,51 +429,64 @@ _PG_ON_CONFLICT = {
 
 
 def _pg_insert(
-    conn: sa.Connection, workspace_id: str, rows: Sequence[Sequence[str]], import_tag: str, meta: str, update: bool
-) -> tuple[set[str], set[str]]:
+    conn: sa.Connection, workspace_id: str, batch: pd.DataFrame, import_tag: str, meta: str, update: bool
+) -> tuple[int, list[int]]:
     """COPY the batch into a temporary stage, then insert (or merge) it in phone order.
 
     The stable order means two imports into one workspace take index locks in the same order and
     cannot deadlock; the unique index plus ON CONFLICT turns late duplicates into skips, or into
-    merges when ``update``. ``xmax = 0`` tells a freshly inserted row from a merged one.
-    Returns (inserted phones, updated phones).
+    merges when ``update``. ``xmax = 0`` tells a freshly inserted row from a merged one. The
+    database compares the stage with what landed, so only rows that were not inserted come back.
+    Returns (updated rows, line numbers of rows skipped as late conflicts).
     """
     dbapi = conn.connection.driver_connection
     with dbapi.cursor() as cur:
         cur.execute(
-            f"CREATE TEMP TABLE IF NOT EXISTS contact_import_stage ({', '.join(c + ' text' for c in BATCH_COLUMNS)}) "
-            "ON COMMIT DELETE ROWS"
+            f"CREATE TEMP TABLE IF NOT EXISTS contact_import_stage "
+            f"({', '.join(c + ' text' for c in BATCH_COLUMNS)}, row_number bigint) ON COMMIT DELETE ROWS"
         )
-        with cur.copy(f"COPY contact_import_stage ({_STAGE_COLUMNS}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
+        _copy_to_stage(cur, batch)
         cur.execute(
-            f"INSERT INTO contacts (workspace_id, {_STAGE_COLUMNS}, tags, metadata) "
+            f"WITH landed AS (INSERT INTO contacts (workspace_id, {_STAGE_COLUMNS}, tags, metadata) "
             f"SELECT %s, {_STAGE_COLUMNS}, %s::jsonb, %s::jsonb FROM contact_import_stage "
             "ORDER BY phone_number "
-            f"ON CONFLICT (workspace_id, phone_number) {_PG_ON_CONFLICT[update]}",
+            f"ON CONFLICT (workspace_id, phone_number) {_PG_ON_CONFLICT[update]}) "
+            "SELECT stage.row_number, landed.inserted FROM contact_import_stage AS stage "
+            "LEFT JOIN landed USING (phone_number) WHERE landed.inserted IS NOT TRUE ORDER BY stage.row_number",
             (workspace_id, json.dumps([import_tag]), meta),
         )
-        inserted: set[str] = set()
-        updated: set[str] = set()
-        for phone, was_inserted in cur.fetchall():
-            (inserted if was_inserted else updated).add(phone)
-        return inserted, updated
+        not_inserted = cur.fetchall()
+    updated = sum(1 for _, inserted in not_inserted if inserted is False)
+    return updated, [number for number, inserted in not_inserted if inserted is None]
+
+
+def _copy_to_stage(cur: Any, batch: pd.DataFrame) -> None:
+    """Stream the batch into the stage as CSV written by Arrow (C speed, no Python row tuples).
+
+    Every value is quoted, so '' stays an empty string, a missing value becomes NULL, and a line
+    of a multi-line value that reads ``\\.`` is data, not COPY's end-of-data marker.
+    """
+    table = pa.Table.from_pandas(batch[[*BATCH_COLUMNS, "row"]], preserve_index=False)
+    sink = io.BytesIO()
+    pa_csv.write_csv(table, sink, pa_csv.WriteOptions(include_header=False, quoting_style="all_valid"))
+    with cur.copy(f"COPY contact_import_stage ({_STAGE_COLUMNS}, row_number) FROM STDIN (FORMAT csv)") as copy:
+        copy.write(sink.getbuffer())
 
 
 def _sqlite_insert(
     conn: sa.Connection,
     workspace_id: str,
-    rows: Sequence[Sequence[str]],
+    batch: pd.DataFrame,
     import_tag: str,
     meta: dict[str, str],
     update: bool,
-) -> tuple[set[str], set[str]]:
+) -> tuple[int, list[int]]:
     """Insert new phones row by row in phone order and, when ``update``, merge the existing ones.
 
     The transaction holds SQLite's write lock (BEGIN IMMEDIATE), so the lookup cannot go stale.
-    Returns (inserted phones, updated phones).
+    Returns (updated rows, line numbers of rows skipped because their phone exists).
     """
+    rows = list(batch[list(BATCH_COLUMNS)].itertuples(index=False, name=None))
     phone_at = BATCH_COLUMNS.index("phone_number")
     existing = set()
     phones = [row[phone_at] for row in rows]
@@ -502,7 +512,8 @@ def _sqlite_insert(
             _SQLITE_MERGE,
             [{"b_workspace": workspace_id, "b_tag": import_tag, **{f"b_{c}": v for c, v in zip(BATCH_COLUMNS, row)}} for row in merged],
         )
-    return {row[phone_at] for row in new_rows}, {row[phone_at] for row in merged}
+    skipped = [] if update else [int(n) for n, p in zip(batch["row"], phones) if p in existing]
+    return len(merged), skipped
 
 
 def _sqlite_fill(column: str) -> sa.ColumnElement[Any]:

@@ -4,7 +4,8 @@
 Two exact shortcuts keep its answers while calling it far less often:
 
 * values are de-duplicated per (text, region) before parsing;
-* the common NANP shape (10 digits, optional +1/1, spaces/dots/dashes/brackets) is recognised
+* the common NANP shape (10 digits, optional +1/1, spaces/dots/dashes, round or square brackets
+  around the area code) is recognised
   with one vectorised regex. `phonenumbers` decides the validity of a 10-digit NANP number with
   regexes over the national number, and those regexes only look at its first few digits
   (4 for most US area codes, up to 7 for Barbados/Jamaica). `_nanp_key_depths` reads that depth
@@ -42,7 +43,7 @@ _SCIENTIFIC = re.compile(r"[+-]?\d+(?:[.,]\d+)?[eE][+-]?\d+")
 
 # NANP shape (RE2 syntax, for pyarrow). Only these separators are accepted, so phonenumbers
 # reads the same 10 digits; anything else goes through phonenumbers itself.
-_NANP_SHAPE = (r"^(?P<prefix>\+1|1)?[ .\-]*\(?(?P<area>[2-9]\d\d)\)?[ .\-]*"
+_NANP_SHAPE = (r"^(?P<prefix>\+1|1)?[ .\-]*[(\[]?(?P<area>[2-9]\d\d)[)\]]?[ .\-]*"
                r"(?P<exchange>\d{3})[ .\-]*(?P<line>\d{4})$")
 
 # Regions whose national numbers take the fast path (both use national prefix "1").
@@ -229,7 +230,10 @@ def _prepare_all(raw: Sequence[str]) -> tuple[pa.Array, np.ndarray]:
 
 def _nanp_fast(prepared: pa.Array, regions: np.ndarray, missing: np.ndarray,
                result: np.ndarray) -> np.ndarray:
-    """Fill `result` for NANP-shaped rows; return the mask of rows it decided."""
+    """Fill `result` for NANP-shaped rows; return the mask of rows it decided.
+
+    Runs in Arrow compute kernels; Python only asks phonenumbers once per distinct key.
+    """
     depths = _nanp_key_depths()
     parts = pc.extract_regex(prepared, _NANP_SHAPE)
     shaped = parts.is_valid().to_numpy(zero_copy_only=False)
@@ -238,17 +242,22 @@ def _nanp_fast(prepared: pa.Array, regions: np.ndarray, missing: np.ndarray,
     fast = shaped & ~missing & ((prefix == "+1") | nanp_region) & bool(depths)
     if not fast.any():
         return fast
-    national = pd.Series(pc.binary_join_element_wise(
-        parts.field("area"), parts.field("exchange"), parts.field("line"), ""
-    ).to_numpy(zero_copy_only=False)[fast], dtype=object)
-    depth = national.str[:3].map(depths).to_numpy()
-    keys = national.str[:3]
+    parts = parts.filter(pa.array(fast))
+    national = pc.binary_join_element_wise(parts.field("area"), parts.field("exchange"), parts.field("line"), "")
+    # The key of a number is its first `depth` digits, where depth is read per area code.
+    area_codes = pa.array(list(depths))
+    depth = pc.take(pa.array(list(depths.values())), pc.index_in(parts.field("area"), value_set=area_codes))
+    keys = pc.utf8_slice_codeunits(national, 0, 3)
     for length in set(depths.values()) - {3}:
-        keys = keys.where(depth != length, national.str[:length])
-    first_of_key = national.groupby(keys.to_numpy()).first()
-    valid = {key: _nanp_prefix_valid(number) for key, number in first_of_key.items()}
-    ok = keys.map(valid).to_numpy(dtype=bool)
-    result[np.flatnonzero(fast)[ok]] = ("+1" + national[ok]).to_numpy(dtype=object)
+        keys = pc.if_else(pc.equal(depth, length), pc.utf8_slice_codeunits(national, 0, length), keys)
+    encoded = keys.dictionary_encode()
+    codes = encoded.indices.to_numpy(zero_copy_only=False)
+    _, first_of_key = np.unique(codes, return_index=True)
+    samples = national.take(pa.array(first_of_key)).to_pylist()
+    valid = np.array([_nanp_prefix_valid(number) for number in samples], dtype=bool)
+    ok = valid[codes]
+    e164 = pc.binary_join_element_wise("+1", national, "").filter(pa.array(ok))
+    result[np.flatnonzero(fast)[ok]] = e164.to_numpy(zero_copy_only=False)
     return fast
 
 

@@ -74,7 +74,8 @@ class Batch:
     """One insert batch: a transaction and a Dagster step.
 
     The rows travel as a small Arrow-backed frame (BATCH_COLUMNS + row), not as Python tuples:
-    a million contacts as tuples of str objects would cost gigabytes while planning.
+    a million contacts as tuples of str objects would cost gigabytes while planning, and the
+    insert streams the frame to the database as CSV without building them.
     """
 
     import_id: str
@@ -85,14 +86,6 @@ class Batch:
     skipped_before: int  # rows set aside as duplicates before inserting (for live progress)
     failed_before: int  # rows that failed before inserting
     total: int  # data rows in the file
-
-    @property
-    def rows(self) -> list[tuple[str, ...]]:
-        return list(self.frame[list(BATCH_COLUMNS)].itertuples(index=False, name=None))
-
-    @property
-    def row_numbers(self) -> list[int]:
-        return self.frame["row"].tolist()
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 
@@ -128,3 +129,10 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         return
     with fresh_pg_database() as url:
         yield url
+
+
+def batch_frame(rows: list[tuple[str, ...]], lines: list[int]) -> pd.DataFrame:
+    """An insert batch as ``ContactsStore.insert_batch`` takes it: BATCH_COLUMNS values and line numbers."""
+    from contact_import_pipeline.contacts_store import BATCH_COLUMNS
+
+    return pd.DataFrame(rows, columns=list(BATCH_COLUMNS)).assign(row=lines)

@@ -23,7 +23,7 @@ import pytest
 from contact_import_pipeline.contacts_store import ContactsStore
 from contact_import_pipeline.progress import read_progress
 from contact_import_pipeline.sensors import FILE_TAG, WORKSPACE_TAG
-from contact_import_tests.conftest import dagster_pg_env
+from contact_import_tests.conftest import batch_frame, dagster_pg_env
 from contact_import_tests.test_pipeline import numbered_rows, write_csv
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -125,7 +125,7 @@ def test_celery_workers_import_100k_rows(
     # 1,000 contacts exist before: 970 of them are valid, first-in-file rows of the upload.
     pre = [(f"Old{i}", "", "", "", "", "", "", "", "", "", "", f"+121220{i // 10000:01d}{i % 10000:04d}") for i in range(1000)]
     assert store.insert_batch(import_id="pre", batch_index=0, workspace_id="ws1", import_tag="pre",
-                              board_phone_number=None, rows=pre, row_numbers=list(range(1000))).imported == 1000
+                              board_phone_number=None, batch=batch_frame(pre, list(range(1000)))).imported == 1000
 
     run_tag = uuid.uuid4().hex[:8]
     workers: dict[str, subprocess.Popen] = {}

@@ -14,6 +14,7 @@ from contact_import_pipeline.csv_reading import read_csv_bytes
 from contact_import_pipeline.errors import OptionsError
 from contact_import_pipeline.options import ImportOptions, default_import_tag, resolve_options
 from contact_import_pipeline.rejects import Reject, escape_cell, rejects_csv
+from contact_import_tests.conftest import batch_frame
 
 KEY = "ws1/imports/file.csv"
 
@@ -81,9 +82,9 @@ def test_store_batch_is_idempotent_and_records_outcome(database_url: str) -> Non
     store.create_schema()  # creating twice is harmless
     seen: list[stages.ImportProgress] = []
     args = dict(import_id="run1:ws1/imports/f.csv", workspace_id="ws1", import_tag="t", board_phone_number="+12024561414")
-    first = store.insert_batch(batch_index=0, rows=[_row("+12125550001"), _row("+12125550002")], row_numbers=[2, 3], on_progress=seen.append, **args)
-    again = store.insert_batch(batch_index=0, rows=[_row("+12125550001"), _row("+12125550002")], row_numbers=[2, 3], **args)
-    other = store.insert_batch(batch_index=1, rows=[_row("+12125550002"), _row("+12125550003")], row_numbers=[4, 5], on_progress=seen.append, **args)
+    first = store.insert_batch(batch_index=0, batch=batch_frame([_row("+12125550001"), _row("+12125550002")], [2, 3]), on_progress=seen.append, **args)
+    again = store.insert_batch(batch_index=0, batch=batch_frame([_row("+12125550001"), _row("+12125550002")], [2, 3]), **args)
+    other = store.insert_batch(batch_index=1, batch=batch_frame([_row("+12125550002"), _row("+12125550003")], [4, 5]), on_progress=seen.append, **args)
     assert (first.imported, first.skipped, first.conflict_rows) == (2, 0, [])
     assert again == first
     assert (other.imported, other.skipped, other.conflict_rows) == (1, 1, [4])
@@ -94,6 +95,28 @@ def test_store_batch_is_idempotent_and_records_outcome(database_url: str) -> Non
     assert store.existing_phones("ws2", ["+12125550001"]) == set()
     rows = store.query_contacts("ws1", "t")
     assert [r["metadata"] for r in rows] == [{"import_tag": "t", "board_phone_number": "+12024561414"}] * 3
+
+
+def test_store_keeps_awkward_values_exactly(database_url: str) -> None:
+    """Quotes, separators, newlines, backslashes, '' and a line reading \\. (COPY's end-of-data
+    marker) survive the CSV stream into PostgreSQL unchanged."""
+    awkward = ['say "hi", then leave', "two\nlines\r\nand \\N", "tab\there; pipe|", "", "Zoë 李 Ωμέγα 🙂", "\\", "NULL",
+               "first line\n\\.\nafter the marker", "\\.", "a,\"b\",c"]
+    store = ContactsStore(database_url)
+    store.create_schema()
+    rows = [
+        tuple({"firstname": value, "lastname": "", "st_address": value, "phone_number": f"+1212555{i:04d}"}.get(c, "") for c in BATCH_COLUMNS)
+        for i, value in enumerate(awkward)
+    ]
+    outcome = store.insert_batch(
+        import_id="awkward", batch_index=0, workspace_id="ws1", import_tag="t", board_phone_number=None,
+        batch=batch_frame(rows, list(range(2, 2 + len(rows)))),
+    )
+    assert (outcome.imported, outcome.skipped, outcome.conflict_rows) == (len(awkward), 0, [])
+    stored = {r["phone_number"]: r for r in store.query_contacts("ws1")}
+    assert [stored[f"+1212555{i:04d}"]["firstname"] for i in range(len(awkward))] == awkward
+    assert [stored[f"+1212555{i:04d}"]["st_address"] for i in range(len(awkward))] == awkward
+    assert {stored[p]["lastname"] for p in stored} == {""} and {stored[p]["email"] for p in stored} == {""}
 
 
 def test_rejects_file_escapes_formulas_and_keeps_extra_fields() -> None:
@@ -138,7 +161,7 @@ def _deduped(text: bytes, batch_size: int = 2) -> stages.DedupedImport:
 def test_summarize_refuses_missing_batches_and_bad_sums() -> None:
     deduped = _deduped(b"name,phone\nA,2125550001\nB,2125550002\nC,2125550003\nD,\n")
     batches = stages.plan_batches(deduped, "imp")
-    assert [(b.index, b.count, len(b.rows), b.row_numbers, b.failed_before) for b in batches] == [
+    assert [(b.index, b.count, len(b.frame), b.frame["row"].tolist(), b.failed_before) for b in batches] == [
         (0, 2, 2, [2, 3], 1), (1, 2, 1, [4], 1),
     ]
     one = stages.BatchOutcome(rows=2, imported=2, skipped=0, updated=0, conflict_rows=[])

@@ -121,14 +121,17 @@ _exchange = st.one_of(st.sampled_from(["555", "211", "911", "012", "123", "976"]
                       st.text("0123456789", min_size=3, max_size=3))
 _line = st.text("0123456789", min_size=4, max_size=4)
 _sep = st.sampled_from(["", " ", "-", ".", " - ", "  "])
-_lead = st.sampled_from(["", "1", "+1", "001", "1 ", "+1 ", "+1-", "1-", "(", "+"])
+_lead = st.sampled_from(["", "1", "+1", "001", "1 ", "+1 ", "+1-", "1-", "(", "[", "+"])
+# Round and square brackets around the area code, also unmatched (phonenumbers ignores both kinds).
+_brackets = st.sampled_from([("(", ")"), ("[", "]"), ("(", "]"), ("[", ")"), ("(", ""), ("", "]"), ("((", "))")])
 
 
 @st.composite
 def nanp_like(draw) -> str:
     area = draw(_area)
     if draw(st.booleans()):
-        area = f"({area})"
+        opening, closing = draw(_brackets)
+        area = f"{opening}{area}{closing}"
     return (draw(_lead) + draw(_sep) + area + draw(_sep) + draw(_exchange) + draw(_sep)
             + draw(_line))
 

@@ -18,7 +18,7 @@ from contact_import_pipeline import history
 from contact_import_pipeline.contacts_store import ContactsStore
 from contact_import_pipeline.dagster_api import DagsterApi, trigger_import
 from contact_import_tests.servers import REPO_ROOT, dagster_servers
-from contact_import_tests.conftest import dagster_pg_env
+from contact_import_tests.conftest import batch_frame, dagster_pg_env
 from contact_import_tests.test_pipeline import numbered_rows, write_csv
 
 RUN_TIMEOUT_SECONDS = 240.0
@@ -45,7 +45,7 @@ def test_production_instance_runs_an_import_into_postgres_storage(
     existing = numbered_rows(2)
     pre = [(r[0], r[1], r[2], "", "", "", "", "", "", "", "", f"+12122000{i:03d}") for i, r in enumerate(existing)]
     store.insert_batch(import_id="pre", batch_index=0, workspace_id="ws1", import_tag="pre", board_phone_number=None,
-                       rows=pre, row_numbers=[2, 3])
+                       batch=batch_frame(pre, [2, 3]))
     rows = numbered_rows(250) + [["Bad", "Phone", "", "12345"]]
     source = write_csv(tmp_path / "people.csv", ["First Name", "Last Name", "Email", "Mobile Phone"], rows)
 
