@@ -42,8 +42,12 @@ ON_DUPLICATE_SKIP, ON_DUPLICATE_UPDATE = "skip", "update"
 
 # PostgreSQL accepts 65,535 bind parameters per statement and SQLite 32,766; lookups stay below both.
 LOOKUP_CHUNK = 10_000
-# One array parameter has no such limit; 100k phones keep each lookup query under a second.
+# One text parameter has no such limit; 100k phones keep each lookup query under a second.
 PG_LOOKUP_CHUNK = 100_000
+_PG_EXISTING = sa.text(
+    "SELECT phone_number FROM contacts WHERE workspace_id = :ws "
+    "AND phone_number = ANY(string_to_array(:phones, E'\\n'))"
+)
 
 metadata_obj = sa.MetaData()
 _json = postgresql.JSONB().with_variant(sa.JSON(), "sqlite")
@@ -190,17 +194,19 @@ class ContactsStore:
         Phones this import planned on an earlier attempt (``resume_plan``) are not reported.
         """
         found: set[str] = set()
-        # PostgreSQL takes a whole chunk as one array parameter (= ANY), SQLite a list of them.
-        chunk_size = PG_LOOKUP_CHUNK if self.is_postgres else LOOKUP_CHUNK
         with self.engine.connect() as conn:
-            for start in range(0, len(phones), chunk_size):
-                chunk = list(phones[start : start + chunk_size])  # one chunk of Python strings at a time
-                condition = (
-                    contacts.c.phone_number == sa.any_(sa.bindparam("phones", chunk, type_=postgresql.ARRAY(sa.Text())))
-                    if self.is_postgres
-                    else contacts.c.phone_number.in_(chunk)
+            if self.is_postgres:
+                # One newline-joined text per chunk, split by the server: binding a Python list as
+                # an array costs ~2 µs per phone on the client (1.7 s at a million).
+                for start in range(0, len(phones), PG_LOOKUP_CHUNK):
+                    joined = _newline_joined(phones[start : start + PG_LOOKUP_CHUNK])
+                    found.update(conn.execute(_PG_EXISTING, {"ws": workspace_id, "phones": joined}).scalars())
+                return found - self._planned_phones
+            for start in range(0, len(phones), LOOKUP_CHUNK):
+                chunk = list(phones[start : start + LOOKUP_CHUNK])  # one chunk of Python strings at a time
+                query = sa.select(contacts.c.phone_number).where(
+                    contacts.c.workspace_id == workspace_id, contacts.c.phone_number.in_(chunk)
                 )
-                query = sa.select(contacts.c.phone_number).where(contacts.c.workspace_id == workspace_id, condition)
                 found.update(conn.execute(query).scalars())
         return found - self._planned_phones
 
