@@ -147,10 +147,12 @@ def read_csv_loaded(load: Callable[[], bytes], source: str, limits: Limits | Non
     _refuse_non_text(data, source)
     text, encoding = _decode(data, source)
     del data
-    if not text.strip():
+    if not text or text.isspace():  # no stripped copy of the whole text
         raise _empty(source)
     delimiter = _sniff_delimiter(text)
-    return _parse(text, source, encoding, delimiter, limits)
+    records = _Records(text, delimiter, limits.max_field_chars)
+    del text  # the records' lines hold it now; never both at once
+    return _parse(records, source, encoding, delimiter, limits)
 
 
 def _empty(source: str) -> CsvFileError:
@@ -241,53 +243,48 @@ def _sniff_delimiter(text: str) -> str:
 
 
 class _Records:
-    """csv.reader over `text` that knows where each record starts and ends (line and offset).
+    """csv.reader over the lines of `text` that knows each record's first and last line.
 
+    The reader runs over a list of lines in C; Python code runs once per record, not per line.
     It can restart just after the first line of a record, which is how a runaway quote is
     undone: the swallowed lines are parsed again as rows of their own.
     """
 
-    def __init__(self, text: str, dialect: dict[str, object]) -> None:
-        self._text = text
-        self._dialect = dialect
-        # With no lone CR, splitting on LF alone gives the same lines, and str.find is faster.
-        self._lf_only = text.count("\r") == text.count("\r\n")
-        self.first = self.line = 0  # first and last line of the current record
-        self.start = self.end = 0  # its text offsets
-        self._restart(0, 0)
+    def __init__(self, text: str, delimiter: str, max_field_chars: int) -> None:
+        self.lines = _split_lines(text)
+        self._dialect: dict[str, object] = {
+            "delimiter": delimiter, "quotechar": '"', "doublequote": True,
+            "skipinitialspace": False, "strict": False,
+        }
+        self.first = self.line = 0  # first and last line of the current record (1-based)
+        # Lines that could hold a NUL or an over-long field; a record on any other line needs no
+        # such check. Usually none, found with two scans in C.
+        self.suspicious: set[int] = set()
+        if "\x00" in text or max(map(len, self.lines), default=0) > max_field_chars:
+            self.suspicious = {
+                number for number, line in enumerate(self.lines, 1) if len(line) > max_field_chars or "\x00" in line
+            }
+        self._restart(0)
 
-    def _restart(self, pos: int, lines_before: int) -> None:
-        self.end, self.line, self._lines_before = pos, lines_before, lines_before
-        self._reader = csv.reader(self._lines(pos), **self._dialect)
-
-    def _lines(self, pos: int) -> Iterator[str]:
-        text = self._text
-        if self._lf_only:
-            find, size = text.find, len(text)
-            while pos < size:
-                end = find("\n", pos) + 1 or size
-                self.end = end
-                yield text[pos:end]
-                pos = end
-        else:
-            for match in _LINE.finditer(text, pos):
-                self.end = match.end()
-                yield match.group()
+    def _restart(self, lines_before: int) -> None:
+        self.line = self._lines_before = lines_before
+        lines = iter(self.lines)
+        lines.__setstate__(lines_before)  # a list iterator can start anywhere without copying
+        self._reader = csv.reader(lines, **self._dialect)
 
     def __iter__(self) -> _Records:
         return self
 
     def __next__(self) -> list[str]:
-        self.first, self.start = self.line + 1, self.end
+        self.first = self.line + 1
         record = next(self._reader)
         self.line = self._lines_before + self._reader.line_num
         return record
 
     def well_quoted(self) -> bool:
         """Whether the current record parses under strict quoting (a runaway quote does not)."""
-        lines = _LINE.findall(self._text, self.start, self.end)
         try:
-            for _ in csv.reader(lines, **{**self._dialect, "strict": True}):
+            for _ in csv.reader(self.lines[self.first - 1 : self.line], **{**self._dialect, "strict": True}):
                 pass
         except csv.Error:
             return False
@@ -295,9 +292,21 @@ class _Records:
 
     def first_line_only(self) -> list[str]:
         """Re-read the current record as its first line alone and restart after that line."""
-        line = _LINE.match(self._text, self.start)
-        self._restart(line.end(), self.first)
-        return next(csv.reader([line.group().rstrip("\r\n")], **self._dialect), [])
+        line = self.lines[self.first - 1]
+        self._restart(self.first)
+        return next(csv.reader([line.rstrip("\r\n")], **self._dialect), [])
+
+
+def _split_lines(text: str) -> list[str]:
+    """The lines of `text` with their endings (CRLF, LF or a lone CR), as csv.reader reads them."""
+    if text.count("\r") != text.count("\r\n"):
+        return _LINE.findall(text)
+    # No lone CR: splitting on LF gives the same lines; str.split is ~3x faster than the regex.
+    parts = text.split("\n")
+    lines = [part + "\n" for part in parts[:-1]]
+    if parts[-1]:
+        lines.append(parts[-1])
+    return lines
 
 
 def _problem(record: list[str], width: int, limits: Limits) -> tuple[list[str], str, str]:
@@ -327,28 +336,22 @@ def _is_blank(record: list[str]) -> bool:
     return len(record) < 2 and not (record and record[0].strip())
 
 
-def _parse(text: str, source: str, encoding: str, delimiter: str, limits: Limits) -> CsvTable:
+def _parse(records: _Records, source: str, encoding: str, delimiter: str, limits: Limits) -> CsvTable:
     """Header plus good rows as Arrow-backed text columns, and rejects with their line numbers."""
     csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_SIZE_LIMIT))
-    dialect: dict[str, object] = {
-        "delimiter": delimiter, "quotechar": '"', "doublequote": True,
-        "skipinitialspace": False, "strict": False,
-    }
-    records = _Records(text, dialect)
     header_record = next((record for record in records if not _is_blank(record)), None)
     if header_record is None:
         raise _empty(source)
     header = _checked_header(header_record, records, source, limits)
     width = len(header)
-    suspicious = "\x00" in text
-    max_chars = limits.max_field_chars
+    suspicious = records.suspicious
     chunk: list[list[str]] = []
     columns: list[list[pa.Array]] = [[] for _ in range(width)]
     row_numbers = array("q")
     rejects: list[RowReject] = []
     for record in records:
         multi_line = records.line != records.first
-        if len(record) != width or suspicious or multi_line or records.end - records.start > max_chars:
+        if len(record) != width or multi_line or (suspicious and records.first in suspicious):
             if _is_blank(record):
                 continue
             record, reason, detail = _problem(record, width, limits)
@@ -363,7 +366,7 @@ def _parse(text: str, source: str, encoding: str, delimiter: str, limits: Limits
         if len(chunk) == FRAME_CHUNK_ROWS:
             _flush(chunk, columns)
     _flush(chunk, columns)
-    frame = pd.DataFrame({str(index): _text_column(chunks) for index, chunks in enumerate(columns)})
+    frame = pd.DataFrame({str(index): text_column(chunks) for index, chunks in enumerate(columns)})
     return CsvTable(
         source=source,
         header=header,
@@ -428,7 +431,7 @@ def _flush(chunk: list[list[str]], columns: list[list[pa.Array]]) -> None:
         chunk.clear()
 
 
-def _text_column(chunks: list[pa.Array]) -> pd.Series:
+def text_column(chunks: list[pa.Array]) -> pd.Series:
     """One frame column: pandas' Arrow-backed `str` dtype, values read back as plain str."""
     joined = pa.chunked_array(chunks, type=pa.large_string())
     return joined.to_pandas(types_mapper=_str_dtype)

@@ -18,11 +18,15 @@ from __future__ import annotations
 
 import functools
 import itertools
+import multiprocessing
+import os
 import re
 import re._constants as sre_constants  # the stdlib regex parser: reads phonenumbers' patterns
 import re._parser as sre_parser
 import unicodedata
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -45,6 +49,11 @@ _SCIENTIFIC = re.compile(r"[+-]?\d+(?:[.,]\d+)?[eE][+-]?\d+")
 # reads the same 10 digits; anything else goes through phonenumbers itself.
 _NANP_SHAPE = (r"^(?P<prefix>\+1|1)?[ .\-]*[(\[]?(?P<area>[2-9]\d\d)[)\]]?[ .\-]*"
                r"(?P<exchange>\d{3})[ .\-]*(?P<line>\d{4})$")
+
+# A phone column is normalized this many rows at a time, so the Python objects made along the way
+# stay bounded (a million at once cost ~600 MB that the allocator keeps after they are freed), and
+# the chunks run on every core once there are at least two of them.
+PHONE_CHUNK_ROWS = 100_000
 
 # Regions whose national numbers take the fast path (both use national prefix "1").
 _NANP_FAST_REGIONS = frozenset({"US", "CA"})
@@ -284,3 +293,37 @@ def normalize_phones(
     invalid = np.array([r is None for r in result], dtype=bool)
     reasons = np.where(missing, MISSING_PHONE, np.where(invalid, INVALID_PHONE, None))
     return result.tolist(), reasons.tolist()
+
+
+# The columns a forked chunk worker reads (inherited through fork, never pickled).
+_COLUMNS: tuple[Any, Any, str] | None = None
+
+
+def _normalize_chunk(start: int) -> tuple[pa.Array, list[str | None]]:
+    raw, countries, default_region = _COLUMNS
+    chunk = slice(start, start + PHONE_CHUNK_ROWS)
+    e164, reasons = normalize_phones(raw.iloc[chunk].tolist(), countries.iloc[chunk].tolist(), default_region)
+    return pa.array(e164, type=pa.large_string()), reasons  # Arrow: returned as buffers, not 100k objects
+
+
+def normalize_phone_column(raw: pd.Series, countries: pd.Series, default_region: str) -> tuple[list[pa.Array], np.ndarray]:
+    """``normalize_phones`` over whole columns, in chunks, on every core.
+
+    phonenumbers is pure Python, so one process uses one core; the chunks go to forked workers
+    that start with the columns and phonenumbers' metadata already in memory.
+    Returns E.164 (Arrow chunks, null when none) and the reason per row (object array).
+    """
+    global _COLUMNS
+    starts = range(0, len(raw), PHONE_CHUNK_ROWS)
+    workers = min(os.cpu_count() or 1, len(starts))
+    _COLUMNS = (raw, countries, default_region)
+    try:
+        if workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
+            done = [_normalize_chunk(start) for start in starts]
+        else:
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+                done = list(pool.map(_normalize_chunk, starts))
+    finally:
+        _COLUMNS = None
+    reasons = np.array([reason for _, part in done for reason in part], dtype=object)
+    return [e164 for e164, _ in done], reasons

@@ -12,18 +12,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 
 from contact_import_pipeline.columns import CONTACT_FIELDS, ColumnPlan, apply_plan, plan_columns
 from contact_import_pipeline.contacts_store import BATCH_COLUMNS, ON_DUPLICATE_UPDATE, BatchOutcome, ContactsStore
-from contact_import_pipeline.csv_reading import CsvTable
+from contact_import_pipeline.csv_reading import CsvTable, text_column
 from contact_import_pipeline.options import ResolvedOptions
-from contact_import_pipeline.phones import normalize_phones
+from contact_import_pipeline.phones import normalize_phone_column
 from contact_import_pipeline.rejects import Reject, RejectTable
 from contact_import_pipeline.settings import FIRST_ERRORS
-
-# Phones are normalized this many rows at a time, so the Python objects made along the way stay
-# bounded (a million at once cost ~600 MB that the allocator keeps after they are freed).
-PHONE_CHUNK_ROWS = 100_000
 
 
 @dataclass
@@ -108,16 +105,10 @@ def insert_wall_seconds(results: list[BatchResult]) -> float:
 
 def _phones(mapped: pd.DataFrame, default_region: str) -> tuple[pd.Series, np.ndarray]:
     """E.164 (Arrow text, '' when none) and reason (object array, None when valid) per row."""
-    e164_parts: list[pd.Series] = []
-    reasons: list[np.ndarray] = []
-    for start in range(0, len(mapped), PHONE_CHUNK_ROWS):
-        chunk = mapped.iloc[start : start + PHONE_CHUNK_ROWS]
-        e164, why = normalize_phones(chunk["phone_raw"].tolist(), chunk["country_raw"].tolist(), default_region)
-        e164_parts.append(pd.Series([p or "" for p in e164], index=chunk.index, dtype="str"))
-        reasons.append(np.asarray(why, dtype=object))
-    if not e164_parts:
-        return pd.Series([], index=mapped.index, dtype="str"), np.zeros(0, dtype=object)
-    return pd.concat(e164_parts), np.concatenate(reasons)
+    e164, why = normalize_phone_column(mapped["phone_raw"], mapped["country_raw"], default_region)
+    phones = text_column([pc.fill_null(chunk, "") for chunk in e164])
+    phones.index = mapped.index
+    return phones, why
 
 
 def normalize(raw_import: RawImport) -> NormalizedImport:

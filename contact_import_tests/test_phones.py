@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import phonenumbers
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contact_import_pipeline.phones import (
+    PHONE_CHUNK_ROWS,
     _nanp_key_depths,
     is_valid_region,
     normalize_phone,
+    normalize_phone_column,
     normalize_phones,
     region_for_country,
 )
@@ -158,3 +161,17 @@ def test_fast_path_equals_phonenumbers_for_every_area_code():
                         if phonenumbers.is_valid_number(number) else None)
     assert e164 == expected
     assert sum(e is not None for e in e164) > 5000
+
+
+def test_phone_column_in_parallel_chunks_equals_one_call():
+    """Over several chunks (worker processes on a multi-core machine) the answers and their order
+    are those of one normalize_phones call over the whole column."""
+    kinds = ["(202) 736-2291", "+44 20 7946 0958", "call me", "", "0049 30 901820", "[876] 555 0199", "n/a"]
+    raw = [f"{kinds[i % len(kinds)][:-2]}{i % 97:02d}" if kinds[i % len(kinds)][-2:].isdigit() else kinds[i % len(kinds)]
+           for i in range(2 * PHONE_CHUNK_ROWS + 123)]
+    countries = ["" if i % 5 else "Germany" for i in range(len(raw))]
+    e164, reasons = normalize_phone_column(pd.Series(raw, dtype="str"), pd.Series(countries, dtype="str"), "US")
+    expected = normalize_phones(raw, countries, "US")
+    assert [p for chunk in e164 for p in chunk.to_pylist()] == expected[0]
+    assert reasons.tolist() == expected[1]
+    assert len(e164) == 3 and len(set(expected[1])) == 3  # 3 chunks; valid, invalid and missing rows
