@@ -168,7 +168,7 @@ def waiting_on_locks(db: sa.Engine) -> int:
         return conn.execute(
             sa.text(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND wait_event_type = 'Lock' AND query ILIKE '%INSERT INTO contacts%'"
+                "AND wait_event_type = 'Lock' AND (query ILIKE '%INSERT INTO contacts%' OR query ILIKE 'COPY contacts%')"
             )
         ).scalar_one()
 
@@ -214,7 +214,7 @@ def terminate_held_inserts(db: sa.Engine) -> int:
             conn.execute(
                 sa.text(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND wait_event_type = 'Lock' AND query ILIKE '%INSERT INTO contacts%'"
+                    "AND wait_event_type = 'Lock' AND (query ILIKE '%INSERT INTO contacts%' OR query ILIKE 'COPY contacts%')"
                 )
             ).all()
         )

@@ -165,7 +165,7 @@ def test_sql_in_headers_values_and_mapping_is_plain_text(
             database_url=database_url,
         )
     assert (summary["imported"], summary["failed"], summary["skipped"]) == (2, 0, 0)
-    assert any("INSERT INTO contacts" in s for s in statements)  # the recorder saw the inserts
+    assert any("INSERT INTO contacts" in s or s.startswith("COPY contacts") for s in statements)  # it saw the inserts
     assert [s for s in statements if MARKER in s] == []
     store = ContactsStore(database_url)
     names = sorted(r["firstname"] for r in store.query_contacts("ws-a"))
@@ -211,6 +211,7 @@ REVIEWED_SQL_FSTRINGS = {
     ("contacts_store.py", ("_PG_FILL",)),  # _PG_ON_CONFLICT[True]
     ("contacts_store.py", ("', '.join((c + ' text' for c in BATCH_COLUMNS))",)),  # CREATE TEMP TABLE stage
     ("contacts_store.py", ("_STAGE_COLUMNS",)),  # COPY stage (...) FROM STDIN
+    ("contacts_store.py", ("_DIRECT_COLUMNS",)),  # COPY contacts (...) FROM STDIN
     ("contacts_store.py", ("_STAGE_COLUMNS", "_STAGE_COLUMNS", "_PG_ON_CONFLICT[update]")),  # INSERT … SELECT
 }
 
@@ -243,6 +244,7 @@ def test_sql_text_is_built_only_from_reviewed_constants() -> None:
     for name in contacts_store.BATCH_COLUMNS + CONTACT_FIELDS:
         assert re.fullmatch(r"[a-z_]+", name) and name in columns, name
     assert contacts_store._STAGE_COLUMNS == ", ".join(contacts_store.BATCH_COLUMNS)
+    assert contacts_store._DIRECT_COLUMNS == ", ".join([*contacts_store.BATCH_COLUMNS, "workspace_id", "tags", "metadata"])
     assert set(contacts_store._PG_ON_CONFLICT) == {False, True}
     assert all(isinstance(clause, str) for clause in contacts_store._PG_ON_CONFLICT.values())
 
