@@ -23,10 +23,10 @@ import os
 import re
 import re._constants as sre_constants  # the stdlib regex parser: reads phonenumbers' patterns
 import re._parser as sre_parser
+import threading
 import unicodedata
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -295,8 +295,10 @@ def normalize_phones(
     return result.tolist(), reasons.tolist()
 
 
-# The columns a forked chunk worker reads (inherited through fork, never pickled).
-_COLUMNS: tuple[Any, Any, str] | None = None
+# The columns a forked chunk worker reads (inherited through fork, never pickled); the lock keeps
+# two threads of one process from handing over their columns at the same time.
+_COLUMNS: tuple[pd.Series, pd.Series, str] | None = None
+_COLUMNS_LOCK = threading.Lock()
 
 
 def _normalize_chunk(start: int) -> tuple[pa.Array, list[str | None]]:
@@ -316,14 +318,15 @@ def normalize_phone_column(raw: pd.Series, countries: pd.Series, default_region:
     global _COLUMNS
     starts = range(0, len(raw), PHONE_CHUNK_ROWS)
     workers = min(os.cpu_count() or 1, len(starts))
-    _COLUMNS = (raw, countries, default_region)
-    try:
-        if workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
-            done = [_normalize_chunk(start) for start in starts]
-        else:
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-                done = list(pool.map(_normalize_chunk, starts))
-    finally:
-        _COLUMNS = None
+    with _COLUMNS_LOCK:
+        _COLUMNS = (raw, countries, default_region)
+        try:
+            if workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
+                done = [_normalize_chunk(start) for start in starts]
+            else:
+                with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+                    done = list(pool.map(_normalize_chunk, starts))
+        finally:
+            _COLUMNS = None
     reasons = np.array([reason for _, part in done for reason in part], dtype=object)
     return [e164 for e164, _ in done], reasons
