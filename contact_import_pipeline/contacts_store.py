@@ -451,17 +451,18 @@ def _pg_insert(
     the same order and cannot deadlock.
     """
     tags = json.dumps([import_tag])
+    table = pa.Table.from_pandas(batch[[*BATCH_COLUMNS, "row"]], preserve_index=False)
     dbapi = conn.connection.driver_connection
     with dbapi.cursor() as cur:
-        if not update and _copy_straight_in(cur, workspace_id, batch, tags, meta):
+        if not update and _copy_straight_in(cur, workspace_id, table, tags, meta):
             return 0, []
-        return _insert_via_stage(cur, workspace_id, batch, tags, meta, update)
+        return _insert_via_stage(cur, workspace_id, table, tags, meta, update)
 
 
-def _copy_straight_in(cur: Any, workspace_id: str, batch: pd.DataFrame, tags: str, meta: str) -> bool:
+def _copy_straight_in(cur: Any, workspace_id: str, batch: pa.Table, tags: str, meta: str) -> bool:
     """COPY the batch, sorted by phone, into contacts; False, with nothing written, if a phone
     is already there. ~35% cheaper than the staged insert."""
-    table = pa.Table.from_pandas(batch[list(BATCH_COLUMNS)], preserve_index=False).sort_by("phone_number")
+    table = batch.select(list(BATCH_COLUMNS)).sort_by("phone_number")
     for name, value in (("workspace_id", workspace_id), ("tags", tags), ("metadata", meta)):
         table = table.append_column(name, pa.array([value] * table.num_rows, type=pa.string()))
     data = _csv_bytes(table)
@@ -477,7 +478,7 @@ def _copy_straight_in(cur: Any, workspace_id: str, batch: pd.DataFrame, tags: st
 
 
 def _insert_via_stage(
-    cur: Any, workspace_id: str, batch: pd.DataFrame, tags: str, meta: str, update: bool
+    cur: Any, workspace_id: str, batch: pa.Table, tags: str, meta: str, update: bool
 ) -> tuple[int, list[int]]:
     """COPY the batch into a temporary stage, then insert (or merge) it with ON CONFLICT.
 
@@ -489,9 +490,8 @@ def _insert_via_stage(
         f"CREATE TEMP TABLE IF NOT EXISTS contact_import_stage "
         f"({', '.join(c + ' text' for c in BATCH_COLUMNS)}, row_number bigint) ON COMMIT DELETE ROWS"
     )
-    table = pa.Table.from_pandas(batch[[*BATCH_COLUMNS, "row"]], preserve_index=False)
     with cur.copy(f"COPY contact_import_stage ({_STAGE_COLUMNS}, row_number) FROM STDIN (FORMAT csv)") as copy:
-        copy.write(_csv_bytes(table))
+        copy.write(_csv_bytes(batch))
     cur.execute(
         f"WITH landed AS (INSERT INTO contacts (workspace_id, {_STAGE_COLUMNS}, tags, metadata) "
         f"SELECT %s, {_STAGE_COLUMNS}, %s::jsonb, %s::jsonb FROM contact_import_stage "
