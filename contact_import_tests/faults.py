@@ -162,15 +162,18 @@ def landed_batches(db: sa.Engine, workspace_id: str) -> int:
         ).scalar_one()
 
 
+# Loader connections of this database blocked on a row or transaction lock: a batch's COPY into
+# contacts, or its staged INSERT (the body of a WITH statement).
+_HELD_LOADERS = (
+    "FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' "
+    "AND (query ILIKE '%INSERT INTO contacts%' OR query ILIKE 'COPY contacts%')"
+)
+
+
 def waiting_on_locks(db: sa.Engine) -> int:
     """Backends of this database blocked on a row or transaction lock (held batches)."""
     with db.connect() as conn:
-        return conn.execute(
-            sa.text(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND wait_event_type = 'Lock' AND (query ILIKE '%INSERT INTO contacts%' OR query ILIKE 'COPY contacts%')"
-            )
-        ).scalar_one()
+        return conn.execute(sa.text(f"SELECT count(*) {_HELD_LOADERS}")).scalar_one()
 
 
 def contact_counts(db: sa.Engine, workspace_id: str) -> tuple[int, int]:
@@ -210,14 +213,7 @@ def hold_phones(url: str, workspace_id: str, phones: Sequence[str]) -> Iterator[
 def terminate_held_inserts(db: sa.Engine) -> int:
     """``pg_terminate_backend`` every loader connection waiting on a held phone; returns how many."""
     with db.connect() as conn:
-        return len(
-            conn.execute(
-                sa.text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND wait_event_type = 'Lock' AND (query ILIKE '%INSERT INTO contacts%' OR query ILIKE 'COPY contacts%')"
-                )
-            ).all()
-        )
+        return len(conn.execute(sa.text(f"SELECT pg_terminate_backend(pid) {_HELD_LOADERS}")).all())
 
 
 def free_port() -> int:
