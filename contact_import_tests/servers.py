@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -34,6 +35,15 @@ REQUIRED_ENV = ("CONTACTS_DATABASE_URL", "CONTACT_BUCKET_DIR")
 START_TIMEOUT_SECONDS = 180.0
 STOP_GRACE_SECONDS = 15.0
 LOCATION_NAME = "contact_import_pipeline"
+
+
+def production_home(parent: Path) -> Path:
+    """A new DAGSTER_HOME under ``parent`` holding the repository's production dagster.yaml."""
+    home = parent / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    return home
+
 
 _LOCATION_QUERY = """{ workspaceOrError { __typename ... on Workspace { locationEntries {
   name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }"""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,9 +23,9 @@ from contact_import_pipeline.contacts_store import ContactsStore
 from contact_import_pipeline.progress import read_progress
 from contact_import_pipeline.sensors import FILE_TAG, WORKSPACE_TAG
 from contact_import_tests.conftest import batch_frame, dagster_pg_env
+from contact_import_tests.servers import production_home
 from contact_import_tests.test_pipeline import numbered_rows, write_csv
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 ROWS = 100_000
@@ -102,9 +101,7 @@ def test_celery_workers_import_100k_rows(
     tmp_path: Path, pg_url: str, instance_db: str, celery_broker: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     broker = celery_broker
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    home = production_home(tmp_path)
     bucket = tmp_path / "bucket"
     env = {
         "DAGSTER_HOME": str(home),

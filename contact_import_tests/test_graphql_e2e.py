@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from contact_import_pipeline.dagster_api import DagsterApi, DagsterConfigInvalid
 from contact_import_pipeline.options import ImportOptions
 from contact_import_pipeline.progress import STATUSES
 from contact_import_tests.conftest import create_pg_database, dagster_pg_env, drop_pg_database, require_postgres
-from contact_import_tests.servers import REPO_ROOT, DagsterServers, dagster_servers
+from contact_import_tests.servers import DagsterServers, dagster_servers, production_home
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.xdist_group("graphql_e2e")]
 
@@ -57,9 +56,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DagsterSer
     require_postgres()
     root = tmp_path_factory.mktemp("graphql_e2e")
     instance_url, contacts_url = create_pg_database(), create_pg_database()
-    home = root / "dagster_home"
-    home.mkdir()
-    shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    home = production_home(root)
     env = {
         **dagster_pg_env(instance_url),
         "CONTACTS_DATABASE_URL": contacts_url,

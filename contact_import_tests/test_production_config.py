@@ -6,7 +6,6 @@ the PostgreSQL database the DAGSTER_PG_* variables point at; history reads it ba
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import sqlalchemy as sa
 from contact_import_pipeline import history
 from contact_import_pipeline.contacts_store import ContactsStore
 from contact_import_pipeline.dagster_api import DagsterApi, trigger_import
-from contact_import_tests.servers import REPO_ROOT, dagster_servers
+from contact_import_tests.servers import dagster_servers, production_home
 from contact_import_tests.conftest import batch_frame, dagster_pg_env
 from contact_import_tests.test_pipeline import numbered_rows, write_csv
 
@@ -28,9 +27,7 @@ RUN_TIMEOUT_SECONDS = 240.0
 def test_production_instance_runs_an_import_into_postgres_storage(
     tmp_path: Path, pg_url: str, instance_db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    home = production_home(tmp_path)
     env = {
         "CONTACTS_DATABASE_URL": pg_url,
         "CONTACT_BUCKET_DIR": str(tmp_path / "bucket"),
