@@ -1,166 +1,239 @@
-"""The four assets of one import, partitioned per uploaded file. Each calls plain functions."""
+"""The four assets of a run of imports. Each calls plain functions (``stages``, ``imports``).
+
+A run carries one or more files (run config ``ops.raw_csv.config.files``). Every stage works on all
+of them; a file that fails as a file drops out with its reason and the others go on.
+"""
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timezone
 
 import dagster as dg
 
-from contact_import_pipeline import progress, stages
+from contact_import_pipeline import imports, progress, stages
 from contact_import_pipeline.bucket import ContactBucket
-from contact_import_pipeline.contacts_store import ImportProgress
-from contact_import_pipeline.csv_reading import read_csv_loaded
-from contact_import_pipeline.errors import ImportFileError, OptionsError
-from contact_import_pipeline.keys import parse_import_key
-from contact_import_pipeline.options import ImportOptions, ResolvedOptions, resolve_options
-from contact_import_pipeline.partitions import contact_files
-from contact_import_pipeline.rejects import rejects_csv
+from contact_import_pipeline.contacts_store import ContactsStore, ImportProgress
+from contact_import_pipeline.errors import ImportFileError
+from contact_import_pipeline.ledger import Ledger, LedgerEntry, PlannedImport
+from contact_import_pipeline.options import ImportRunConfig, check_batch_size
 from contact_import_pipeline.resources import ContactsDatabase
-from contact_import_pipeline.settings import CONTACTS_DB_POOL, FIRST_ERRORS, Limits
-from contact_import_pipeline.sources import read_source, source_name
+from contact_import_pipeline.settings import CONTACTS_DB_POOL, FIRST_ERRORS, Limits, RunRetrySettings
+from contact_import_pipeline.vocabulary import (
+    FILES_TAG,
+    MAX_RETRIES_TAG,
+    ORIGIN_TAG,
+    RETRY_NUMBER_TAG,
+    SENSOR_NAME_TAG,
+    ImportStatus,
+    Origin,
+    RunStatus,
+    file_tag,
+    workspace_tag,
+)
 
 GROUP = "contact_import"
 INSERT_STEP_TAG = {"contact_import/step": "insert"}
 
 
-@contextmanager
-def failing_clearly(context: dg.OpExecutionContext | dg.AssetExecutionContext) -> Iterator[None]:
-    """Turn a user error into a failed run whose reason is the error's own message.
-
-    The progress tags get ``status=failed`` and the reason; no retry is attempted, because the
-    same input would fail the same way.
-    """
-    try:
-        yield
-    except (ImportFileError, OptionsError, stages.AccountingError) as exc:
-        progress.report(context.instance, context.run.run_id, status="failed", error=str(exc))
-        raise dg.Failure(description=str(exc), allow_retries=False) from exc
+def _root(context: dg.OpExecutionContext | dg.AssetExecutionContext) -> str:
+    """The root run id: a run and all its re-executions share it (and so share imports and batches)."""
+    return context.run.root_run_id or context.run.run_id
 
 
-def import_id_of(context: dg.OpExecutionContext | dg.AssetExecutionContext, partition_key: str) -> str:
-    """The id batch outcomes are recorded under, shared by a run and all its re-executions.
-
-    It uses the run's ``root_run_id`` field, not the ``dagster/root_run_id`` tag: re-executions
-    started from Python (``execute_job``) set only the field, and a per-run id would make the
-    summary miss every batch a re-execution inserted, or count the crashed run's rows as skipped.
-    """
-    return f"{context.run.root_run_id or context.run.run_id}:{partition_key}"
+def _run_started(context: dg.AssetExecutionContext) -> datetime:
+    """When the first run of this run family was created (dates default tags of files without a time)."""
+    record = context.instance.get_run_record_by_id(_root(context))
+    stamp = record.create_timestamp if record is not None else datetime.now(timezone.utc)
+    return stamp.astimezone(timezone.utc)
 
 
-def _import_started_at(context: dg.AssetExecutionContext) -> datetime | None:
-    """When the first run of this import was created (re-executions share its default tag)."""
-    record = context.instance.get_run_record_by_id(context.run.root_run_id or context.run.run_id)
-    return record.create_timestamp if record is not None else None
+def _origin(tags: dict[str, str]) -> str:
+    """cli, sensor and graphql tag their runs; a bare Launchpad launch carries none of our tags."""
+    if ORIGIN_TAG in tags:
+        return tags[ORIGIN_TAG]
+    return str(Origin.SENSOR if SENSOR_NAME_TAG in tags else Origin.LAUNCHPAD)
 
 
-@dg.asset(partitions_def=contact_files, group_name=GROUP, kinds={"csv"})
-def raw_csv(context: dg.AssetExecutionContext, config: ImportOptions, bucket: ContactBucket) -> dg.Output:
-    """The uploaded CSV, decoded (encoding and delimiter detected) into rows of text."""
-    started = time.perf_counter()
-    key = context.partition_key
-    progress.report(context.instance, context.run.run_id, status="initializing", file=key)
-    with failing_clearly(context):
-        upload_options = bucket.read_options(key) if not config.source and bucket.exists(key) else {}
-        options = resolve_options(config, key, upload_options, _import_started_at(context))
-        progress.report(
-            context.instance, context.run.run_id, workspace=options.workspace_id, import_tag=options.import_tag
-        )
-        limits = Limits.from_env()
-        name = source_name(options)
-        table = read_csv_loaded(lambda: read_source(options, bucket, limits.max_file_bytes), name, limits)
-    seconds = time.perf_counter() - started
-    context.log.info(
-        f"read {name}: {len(table.frame) + len(table.rejects)} rows, encoding {table.encoding}, "
-        f"delimiter {table.delimiter!r}, {len(table.rejects)} unreadable rows"
-    )
-    return dg.Output(
-        stages.RawImport(options=options, table=table, timings={"reading": seconds}),
-        metadata={
-            "rows": len(table.frame) + len(table.rejects),
-            "unreadable_rows": len(table.rejects),
-            "encoding": table.encoding,
-            "delimiter": table.delimiter,
-            "columns": dg.MetadataValue.json(table.header),
-            "workspace_id": options.workspace_id,
-            "import_tag": options.import_tag,
-        },
-    )
+def _wait_before_retry(context: dg.AssetExecutionContext) -> None:
+    """Back off before an automatic retry works: whatever failed the last attempt (a database or
+    bucket outage) gets time to come back. Dagster's run retries start the next run at once."""
+    retry = int(context.run.tags.get(RETRY_NUMBER_TAG, "0") or 0)
+    if retry:
+        seconds = RunRetrySettings.from_env().delay_seconds(retry)
+        context.log.info(f"automatic retry {retry}: waiting {seconds:.0f}s before starting")
+        time.sleep(seconds)
 
 
-@dg.asset(partitions_def=contact_files, group_name=GROUP, kinds={"python"})
-def normalized_contacts(context: dg.AssetExecutionContext, raw_csv: stages.RawImport) -> dg.Output:
-    """Headers mapped to contact fields and phones normalized to E.164; rows without one fail."""
-    with failing_clearly(context):
-        normalized = stages.normalize(raw_csv)
-    failed = len(normalized.rejects)
-    return dg.Output(
-        normalized,
-        metadata={
-            "valid_phones": len(normalized.contacts),
-            "failed_rows": failed,
-            "column_mapping": dg.MetadataValue.json(
-                {f: normalized.header[p] for f, p in normalized.plan.fields.items()}
-                | {"phone": [normalized.header[p] for p in normalized.plan.phones]}
-            ),
-            "default_region": normalized.options.default_region,
-        },
-    )
+def _identity_tags(context: dg.AssetExecutionContext, stage: stages.RunStage) -> None:
+    """Tag the run with its files and workspaces (runs launched from the Launchpad lack them)."""
+    wanted: dict[str, str] = {FILES_TAG: str(len(stage.imports))}
+    for item in stage.imports:
+        key = item.options.key if isinstance(item, stages.RawImport) else item.key
+        workspace_id = item.options.workspace_id if isinstance(item, stages.RawImport) else item.workspace_id
+        wanted[file_tag(key)] = key
+        if workspace_id:
+            wanted[workspace_tag(workspace_id)] = workspace_id
+    if ORIGIN_TAG not in context.run.tags:
+        wanted[ORIGIN_TAG] = _origin(dict(context.run.tags))
+    missing = {k: v for k, v in wanted.items() if context.run.tags.get(k) != v}
+    if missing:
+        context.instance.add_run_tags(context.run.run_id, missing)
 
 
-@dg.asset(partitions_def=contact_files, group_name=GROUP, kinds={"python"})
-def deduped_contacts(
-    context: dg.AssetExecutionContext, normalized_contacts: stages.NormalizedImport, contacts_db: ContactsDatabase
-) -> dg.Output:
-    """Contacts whose phone is new: later copies in the file and phones already in the workspace are skipped."""
+def _ledger(contacts_db: ContactsDatabase) -> tuple[ContactsStore, Ledger]:
     store = contacts_db.store()
+    return store, Ledger(store)
+
+
+@dg.asset(group_name=GROUP, kinds={"csv"})
+def raw_csv(
+    context: dg.AssetExecutionContext, config: ImportRunConfig, bucket: ContactBucket, contacts_db: ContactsDatabase
+) -> dg.Output:
+    """The run's uploaded CSV files, each decoded (encoding and delimiter detected) into rows of text."""
+    _wait_before_retry(context)
+    progress.report(context.instance, context.run.run_id, status=RunStatus.INITIALIZING)
+    try:
+        batch_size = check_batch_size(config.batch_size)
+    except ValueError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
+    store, ledger = _ledger(contacts_db)
     store.create_schema()
-    import_id = import_id_of(context, normalized_contacts.options.partition_key)
-    store.resume_plan(import_id)
-    deduped = stages.dedupe(normalized_contacts, store)
-    store.record_plan(import_id, deduped.contacts["phone_number"])
-    skipped = sum(deduped.rejects.counts(skipped=True).values())
-    failed = len(deduped.rejects) - skipped
-    batches = max(1, -(-len(deduped.contacts) // deduped.options.batch_size))
+    opened = imports.open_imports(
+        config.files,
+        run_id=context.run.run_id,
+        root_run_id=_root(context),
+        run_started=_run_started(context),
+        origin=_origin(dict(context.run.tags)),
+        bucket=bucket,
+        ledger=ledger,
+        limits=Limits.from_env(),
+    )
+    stage = stages.RunStage(_root(context), batch_size, opened)
+    _identity_tags(context, stage)
+    raws = stage.working()
+    for item in raws:
+        table = item.table
+        context.log.info(
+            f"read {item.source}: {len(table.frame) + len(table.rejects)} rows, encoding {table.encoding}, "
+            f"delimiter {table.delimiter!r}, {len(table.rejects)} unreadable rows"
+        )
+    _log_failures(context, stage)
+    return dg.Output(
+        stage,
+        metadata={
+            "files": len(stage.imports),
+            "read": len(raws),
+            "rows": sum(len(r.table.frame) + len(r.table.rejects) for r in raws),
+            "unreadable_rows": sum(len(r.table.rejects) for r in raws),
+        },
+    )
+
+
+def _log_failures(context: dg.AssetExecutionContext, stage: stages.RunStage) -> None:
+    for item in stage.imports:
+        if isinstance(item, stages.SettledImport) and item.status == ImportStatus.FAILED:
+            context.log.warning(f"import of {item.key} failed: {item.error}")
+
+
+@dg.asset(group_name=GROUP, kinds={"python"})
+def normalized_contacts(
+    context: dg.AssetExecutionContext, raw_csv: stages.RunStage, contacts_db: ContactsDatabase
+) -> dg.Output:
+    """Headers mapped to contact fields and phones normalized to E.164; rows without one fail."""
+    _, ledger = _ledger(contacts_db)
+    out: list = []
+    for item in raw_csv.imports:
+        if isinstance(item, stages.SettledImport):
+            out.append(item)
+            continue
+        try:
+            out.append(stages.normalize(item))
+        except ImportFileError as exc:
+            out.append(imports.fail(ledger, item.import_id, item.position, item.options.key, item.options.workspace_id, str(exc)))
+            context.log.warning(f"import of {item.options.key} failed: {exc}")
+    stage = raw_csv.with_imports(out)
+    working = stage.working()
+    return dg.Output(
+        stage,
+        metadata={
+            "valid_phones": sum(len(n.contacts) for n in working),
+            "failed_rows": sum(len(n.rejects) for n in working),
+        },
+    )
+
+
+@dg.asset(group_name=GROUP, kinds={"python"})
+def deduped_contacts(
+    context: dg.AssetExecutionContext, normalized_contacts: stages.RunStage, contacts_db: ContactsDatabase
+) -> dg.Output:
+    """Contacts whose phone is new: later copies in a file, phones an earlier file of the run adds and
+    phones already in the workspace are skipped."""
+    store, ledger = _ledger(contacts_db)
+    working = normalized_contacts.working()
+    recorded = store.recorded_plans([n.import_id for n in working])
+    planned: dict[str, frozenset[str]] = {}
+    for item in working:  # phones this run's imports planned on an earlier attempt, per workspace
+        planned[item.options.workspace_id] = planned.get(item.options.workspace_id, frozenset()) | recorded.get(item.import_id, frozenset())
+    deduped = stages.dedupe(
+        working, lambda workspace_id, phones: store.existing_phones(workspace_id, phones, planned.get(workspace_id, frozenset()))
+    )
+    store.record_plans({d.import_id: d.contacts["phone_number"] for d in deduped})
+    count, members = stages.batch_membership(deduped, normalized_contacts.batch_size)
+    ledger.planned(
+        PlannedImport(d.import_id, d.total, d.skipped_before, d.failed_before, len(members[d.import_id]),
+                      {"encoding": d.encoding, "delimiter": d.delimiter})
+        for d in deduped
+    )
+    by_id = {d.import_id: d for d in deduped}
+    stage = normalized_contacts.with_imports(
+        [by_id.get(getattr(item, "import_id", None), item) for item in normalized_contacts.imports]
+    )
+    skipped = sum(d.skipped_before for d in deduped)
+    failed = sum(d.failed_before for d in deduped)
     progress.report(
         context.instance,
         context.run.run_id,
-        status="processing",
-        total=deduped.total,
+        status=RunStatus.PROCESSING,
+        total=sum(d.total for d in deduped),
         processed=skipped + failed,
         imported=0,
         updated=0,
         skipped=skipped,
         failed=failed,
         current_batch=0,
-        total_batches=batches,
-        errors=deduped.rejects.first_errors(FIRST_ERRORS),
+        total_batches=count,
+        errors=_first_errors(deduped),
     )
     return dg.Output(
-        deduped,
-        metadata={"to_insert": len(deduped.contacts), "skipped_rows": skipped, "failed_rows": failed},
+        stage,
+        metadata={
+            "to_insert": sum(len(d.contacts) + len(d.later) for d in deduped),
+            "skipped_rows": skipped,
+            "failed_rows": failed,
+        },
     )
+
+
+def _first_errors(items: list) -> list[dict[str, object]]:
+    """The run's first errors; each names its file when the run carries several."""
+    errors: list[dict[str, object]] = []
+    for item in items:
+        found = item.rejects.first_errors(FIRST_ERRORS) if hasattr(item, "rejects") else item.errors
+        errors += [dict(e, file=item.options.key) if len(items) > 1 else e for e in found]
+    return errors[:FIRST_ERRORS]
 
 
 @dg.op(out=dg.DynamicOut(stages.Batch))
-def plan_batches(context: dg.OpExecutionContext, deduped: stages.DedupedImport) -> Iterator[dg.DynamicOutput]:
-    """Split the new contacts into batches, one insert step each."""
-    import_id = import_id_of(context, deduped.options.partition_key)
-    for batch in stages.plan_batches(deduped, import_id):
+def plan_batches(deduped: stages.RunStage) -> Iterator[dg.DynamicOutput]:
+    """Split the run's new contacts into batches, one insert step each."""
+    first, _ = stages.plan_batches(deduped.working(), deduped.batch_size, deduped.run_key)
+    for batch in first:
         yield dg.DynamicOutput(batch, mapping_key=f"batch_{batch.index:05d}")
 
 
-@dg.op(
-    pool=CONTACTS_DB_POOL,
-    tags=INSERT_STEP_TAG,
-    retry_policy=dg.RetryPolicy(max_retries=4, delay=1.0, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS),
-)
-def insert_batch(
-    context: dg.OpExecutionContext, batch: stages.Batch, contacts_db: ContactsDatabase
-) -> stages.BatchResult:
-    """Insert one batch in one transaction (idempotent: a landed batch is never applied twice)."""
+def _insert(context: dg.OpExecutionContext, store: ContactsStore, batch: stages.Batch) -> stages.BatchResult:
+    """Insert one batch and report the run's progress from inside its transaction."""
     started = time.time()
-    options: ResolvedOptions = batch.options
 
     def on_progress(p: ImportProgress) -> None:
         skipped = batch.skipped_before + p.skipped
@@ -172,103 +245,200 @@ def insert_batch(
             updated=p.updated,
             skipped=skipped,
             processed=processed,
-            current_batch=p.batches,
+            current_batch=min(p.batches, batch.count),
         )
         # The same counts as a log line, so the run page shows progress without opening the tags.
         context.log.info(
             f"progress: {processed}/{batch.total} rows processed | imported {p.imported} | updated {p.updated} "
-            f"| skipped {skipped} | failed {batch.failed_before} | batch {p.batches}/{batch.count}"
+            f"| skipped {skipped} | failed {batch.failed_before} | batch {min(p.batches, batch.count)}/{batch.count}"
         )
 
-    outcome = contacts_db.store().insert_batch(
-        import_id=batch.import_id,
+    outcomes = store.insert_batch(
+        run_key=batch.run_key,
         batch_index=batch.index,
-        workspace_id=options.workspace_id,
-        import_tag=options.import_tag,
-        board_phone_number=options.board_phone_number,
+        imports=batch.imports,
         batch=batch.frame,
-        on_progress=on_progress,
-        on_duplicate=options.on_duplicate,
+        update=batch.update,
+        on_progress=on_progress if batch.imports else None,
     )
     finished = time.time()
-    seconds = finished - started
     context.log.info(
-        f"batch {batch.index + 1}/{batch.count}: {outcome.imported} imported, {outcome.updated} updated, "
-        f"{outcome.skipped} skipped in {seconds:.2f}s"
+        f"batch {batch.index + 1}: {sum(o.imported for o in outcomes.values())} imported, "
+        f"{sum(o.updated for o in outcomes.values())} updated, {sum(o.skipped for o in outcomes.values())} skipped "
+        f"for {len(batch.imports)} files in {finished - started:.2f}s"
     )
-    return stages.BatchResult(index=batch.index, outcome=outcome, started_at=started, finished_at=finished)
+    return stages.BatchResult(index=batch.index, outcomes=outcomes, started_at=started, finished_at=finished)
 
 
-@dg.op
+@dg.op(
+    pool=CONTACTS_DB_POOL,
+    tags=INSERT_STEP_TAG,
+    retry_policy=dg.RetryPolicy(max_retries=4, delay=1.0, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS),
+)
+def insert_batch(context: dg.OpExecutionContext, batch: stages.Batch, contacts_db: ContactsDatabase) -> stages.BatchResult:
+    """Insert one batch in one transaction (idempotent: a landed batch is never applied twice)."""
+    return _insert(context, contacts_db.store(), batch)
+
+
+@dg.op(
+    retry_policy=dg.RetryPolicy(max_retries=4, delay=1.0, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS),
+)
 def summarize(
     context: dg.OpExecutionContext,
-    deduped: stages.DedupedImport,
+    deduped: stages.RunStage,
     results: list[stages.BatchResult],
     contacts_db: ContactsDatabase,
     bucket: ContactBucket,
 ) -> dg.Output:
-    """Total the batches recorded in the database, write the rejects file and clean up the source."""
-    options = deduped.options
-    import_id = import_id_of(context, options.partition_key)
-    planned = max(1, -(-len(deduped.contacts) // options.batch_size))
+    """Apply the later-phase updates, total each import from what the database recorded, write its
+    rejects file, clean up its source and record its outcome in the ledger."""
+    store, ledger = _ledger(contacts_db)
+    working = deduped.working()
+    _, later = stages.plan_batches(working, deduped.batch_size, deduped.run_key)
+    results = list(results) + [_insert(context, store, batch) for batch in later]
+    _, members = stages.batch_membership(working, deduped.batch_size)
+    recorded = store.recorded_batches([d.import_id for d in working])
     insert_seconds = stages.insert_wall_seconds(results)
-    with failing_clearly(context):
-        summary = stages.summarize(deduped, planned, contacts_db.store().recorded_batches(import_id), insert_seconds)
-    rejects_file = None
-    if summary.rejects:
-        rejects_file = bucket.write_bytes(
-            parse_import_key(options.partition_key).rejects_key, rejects_csv(deduped.header, summary.rejects)
-        )
-    cleanup = _clean_up(context, bucket, options)
-    progress.report(
-        context.instance,
-        context.run.run_id,
-        status="completed",
-        **summary.counts(),
-        current_batch=planned,
-        total_batches=planned,
-        errors=summary.errors,
-    )
-    value = summary.as_dict() | {"rejects_file": rejects_file, "cleanup": cleanup}
-    return dg.Output(value, metadata=_metadata(value))
+    finished, broken = [], []
+    for item in working:
+        try:
+            summary = stages.summarize(item, members[item.import_id], recorded[item.import_id], insert_seconds)
+        except stages.AccountingError as exc:
+            broken.append(str(exc))
+            continue
+        finished.append(imports.finish(summary, item, bucket, context.log.warning))
+    ledger.complete(finished)
+    entries = ledger.entries(import_ids=[getattr(item, "import_id") for item in deduped.imports])
+    entries.sort(key=lambda e: e.position)
+    value = _run_value(entries, count=len(results))
+    if broken:
+        return _fail(context, value, "; ".join(broken), retry=True)
+    if entries and all(e.status == ImportStatus.FAILED for e in entries):
+        reasons = "; ".join(f"{e.file}: {e.error}" for e in entries)
+        return _fail(context, value, reasons, retry=False)
+    progress.report(context.instance, context.run.run_id, status=RunStatus.COMPLETED, **_counts(value),
+                    current_batch=value["batches"], total_batches=value["batches"], errors=value["errors"])
+    return dg.Output(value, metadata=_metadata(value, entries))
 
 
-def _clean_up(context: dg.OpExecutionContext, bucket: ContactBucket, options: ResolvedOptions) -> str:
-    """Archive, delete or keep the source; a failure here is reported but does not undo the import."""
-    if not options.reads_bucket or options.cleanup == "keep":
-        return "kept"
-    try:
-        if options.cleanup == "delete":
-            bucket.delete(options.partition_key)
-            return "deleted"
-        return "archived to " + bucket.archive(options.partition_key)
-    except Exception as exc:  # noqa: BLE001 - storage errors of any backend; the import itself succeeded
-        context.log.warning(f"could not clean up {options.partition_key}: {exc}")
-        return f"cleanup failed: {exc}"
+def _fail(context: dg.OpExecutionContext, value: dict, reason: str, retry: bool) -> dg.Output:
+    """Fail the run with ``reason``. Without ``retry`` (every file failed as a file) the automatic
+    run retries leave it alone: the same files would fail the same way."""
+    tags = {MAX_RETRIES_TAG: "0"} if not retry else {}
+    context.instance.add_run_tags(context.run.run_id, tags | progress.progress_tags({"status": RunStatus.FAILED, "error": reason, **_counts(value)}))
+    raise dg.Failure(description=reason, allow_retries=False)
 
 
-def _metadata(value: dict) -> dict[str, object]:
+def _counts(value: dict) -> dict[str, int]:
+    return {k: value[k] for k in ("total", "processed", "imported", "updated", "skipped", "failed")}
+
+
+def _run_value(entries: list[LedgerEntry], count: int) -> dict:
+    """The ``contacts`` asset's value: the run's totals and one line per import."""
+    completed = [e for e in entries if e.status == ImportStatus.COMPLETED]
+    skipped_by: dict[str, int] = {}
+    failed_by: dict[str, int] = {}
+    for e in completed:
+        for reason, n in e.skipped_by_reason.items():
+            skipped_by[reason] = skipped_by.get(reason, 0) + n
+        for reason, n in e.failed_by_reason.items():
+            failed_by[reason] = failed_by.get(reason, 0) + n
+    totals = {name: sum(getattr(e, name) for e in completed) for name in ("total", "imported", "updated", "skipped", "failed")}
+    errors: list[dict[str, object]] = []
+    for e in completed:
+        errors += [dict(err, file=e.file) if len(entries) > 1 else err for err in e.errors]
+    return {
+        "status": str(ImportStatus.COMPLETED if completed else ImportStatus.FAILED),
+        **totals,
+        "processed": sum(totals[k] for k in ("imported", "updated", "skipped", "failed")),
+        "batches": count,
+        "skipped_by_reason": skipped_by,
+        "failed_by_reason": failed_by,
+        "errors": errors[:FIRST_ERRORS],
+        "imports": len(entries),
+        "completed_imports": len(completed),
+        "failed_imports": sum(1 for e in entries if e.status == ImportStatus.FAILED),
+        "files": [_import_line(e) for e in entries],
+    }
+
+
+def _import_line(e: LedgerEntry) -> dict[str, object]:
+    return {
+        "import_id": e.import_id,
+        "file": e.file,
+        "workspace_id": e.workspace_id,
+        "import_tag": e.import_tag,
+        "status": e.status,
+        "total": e.total,
+        "imported": e.imported,
+        "updated": e.updated,
+        "skipped": e.skipped,
+        "failed": e.failed,
+        "rejects_file": e.rejects_file,
+        "error": e.error,
+    }
+
+
+IMPORTS_TABLE = dg.TableSchema(
+    columns=[
+        dg.TableColumn("file", "string"),
+        dg.TableColumn("workspace", "string"),
+        dg.TableColumn("tag", "string"),
+        dg.TableColumn("status", "string"),
+        dg.TableColumn("total", "int"),
+        dg.TableColumn("imported", "int"),
+        dg.TableColumn("updated", "int"),
+        dg.TableColumn("skipped", "int"),
+        dg.TableColumn("failed", "int"),
+        dg.TableColumn("error", "string"),
+    ]
+)
+
+
+def _metadata(value: dict, entries: list[LedgerEntry]) -> dict[str, object]:
     lines = [
         f"**{value['imported']}** imported, **{value['updated']}** updated, **{value['skipped']}** skipped "
-        f"(duplicates), **{value['failed']}** failed of **{value['total']}** rows in {value['batches']} batches.",
-        "",
-        f"Import tag `{value['import_tag']}` in workspace `{value['workspace_id']}`.",
+        f"(duplicates), **{value['failed']}** failed of **{value['total']}** rows in {value['batches']} batches, "
+        f"from **{value['completed_imports']}** of {value['imports']} files ({value['failed_imports']} failed as files).",
     ]
     if value["errors"]:
-        lines += ["", "| row | reason | detail |", "|---|---|---|"]
-        lines += [f"| {e['row']} | {e['reason']} | {str(e['detail']).replace('|', '/')} |" for e in value["errors"]]
+        lines += ["", "| file | row | reason | detail |", "|---|---|---|---|"]
+        lines += [
+            f"| {e.get('file', entries[0].file if entries else '')} | {e['row']} | {e['reason']} | {str(e['detail']).replace('|', '/')} |"
+            for e in value["errors"]
+        ]
     meta: dict[str, object] = {
         key: dg.MetadataValue.json(item) if isinstance(item, (dict, list)) else item
         for key, item in value.items()
-        if item is not None
+        if item is not None and key != "files"
     }
+    meta["imports_table"] = dg.MetadataValue.table(
+        records=[
+            dg.TableRecord(
+                {
+                    "file": e.file,
+                    "workspace": e.workspace_id,
+                    "tag": e.import_tag,
+                    "status": e.status,
+                    "total": e.total,
+                    "imported": e.imported,
+                    "updated": e.updated,
+                    "skipped": e.skipped,
+                    "failed": e.failed,
+                    "error": e.error or "",
+                }
+            )
+            for e in entries
+        ],
+        schema=IMPORTS_TABLE,
+    )
     meta["summary"] = dg.MetadataValue.md("\n".join(lines))
     meta["dagster/row_count"] = value["imported"]
     return meta
 
 
-@dg.graph_asset(partitions_def=contact_files, group_name=GROUP, kinds={"postgres", "sqlite"})
-def contacts(deduped_contacts: stages.DedupedImport) -> dict:
-    """Contacts inserted in batches (at most 5 at once), then counted from what the database recorded."""
+@dg.graph_asset(group_name=GROUP, kinds={"postgres", "sqlite"})
+def contacts(deduped_contacts: stages.RunStage) -> dict:
+    """Contacts inserted in batches (at most 5 at once), then counted per import from what the database recorded."""
     results = plan_batches(deduped_contacts).map(insert_batch).collect()
     return summarize(deduped_contacts, results)

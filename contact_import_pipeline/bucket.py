@@ -329,6 +329,31 @@ class S3Bucket(ContactBucket):
     def _remove(self, key: str) -> None:
         self._call("delete_object", key)  # S3 deletes of missing keys succeed
 
+    def upload_file(self, key: str, path: Path) -> None:
+        """Store a local file under ``key`` (multipart for large files, never whole in memory)."""
+        try:
+            self.client.upload_file(str(path), self.bucket, self._full(key))
+        except (BotoCoreError, ClientError) as exc:
+            raise BucketError(f"upload to {self.locator(key)} failed: {exc}") from exc
+
+    def download_file(self, key: str, path: Path) -> None:
+        """Copy the object ``key`` into a local file."""
+        try:
+            self.client.download_file(self.bucket, self._full(key), str(path))
+        except (BotoCoreError, ClientError) as exc:
+            raise BucketError(f"download of {self.locator(key)} failed: {exc}") from exc
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every object under ``prefix``; returns how many."""
+        keys = [obj.key for obj in self.list_objects(prefix)]
+        for start in range(0, len(keys), 1000):  # S3 deletes at most 1,000 keys per request
+            chunk = [{"Key": self._full(key)} for key in keys[start : start + 1000]]
+            try:
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True})
+            except (BotoCoreError, ClientError) as exc:
+                raise BucketError(f"cannot delete under {self.locator(prefix)}: {exc}") from exc
+        return len(keys)
+
 
 @functools.lru_cache(maxsize=16)
 def _s3_client(

@@ -14,7 +14,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from contact_import_pipeline import history
+import sqlalchemy as sa
+
 from contact_import_pipeline.bucket import BucketError
 from contact_import_pipeline.contacts_store import ContactsStore, default_database_url
 from contact_import_pipeline.dagster_api import (
@@ -29,7 +30,8 @@ from contact_import_pipeline.dagster_api import (
 )
 from contact_import_pipeline.errors import ImportFileError, OptionsError
 from contact_import_pipeline.keys import validate_workspace_id
-from contact_import_pipeline.runner import LOCAL_HOME, ImportFailed, ImportRequest, local_instance, run_import
+from contact_import_pipeline.ledger import Ledger, LedgerEntry
+from contact_import_pipeline.runner import LOCAL_HOME, ImportFailed, ImportRequest, run_import
 from contact_import_pipeline.settings import STATUS_POLL_SECONDS, STATUS_RECONNECT_SECONDS
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -41,9 +43,13 @@ SUMMARY_KEYS = (
 )
 
 
-def _add_import_options(parser: argparse.ArgumentParser) -> None:
+def _add_import_options(parser: argparse.ArgumentParser, several: bool = False) -> None:
     """Options shared by every command that starts an import."""
-    parser.add_argument("source", help="CSV file: a local path, an http(s) URL, or a bucket key <workspace>/imports/<name>.csv")
+    what = "CSV file: a local path, an http(s) URL, or a bucket key <workspace>/imports/<name>.csv"
+    if several:
+        parser.add_argument("sources", nargs="+", metavar="source", help=what + " (several: one run imports them all, in this order)")
+    else:
+        parser.add_argument("source", help=what)
     parser.add_argument("--workspace", required=True, help="workspace id the contacts belong to")
     parser.add_argument("--tag", default="", help="import tag (default: import:<UTC time>Z)")
     parser.add_argument("--board-phone", default="", help="board phone number, stored in metadata.board_phone_number")
@@ -72,20 +78,22 @@ def _build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="import the bundled sample into the local default and explain what to do next")
     demo.set_defaults(handler=_cmd_demo)
 
-    trigger = commands.add_parser("trigger", help="launch an import on the Dagster daemon over GraphQL; print the run id and link")
-    _add_import_options(trigger)
+    trigger = commands.add_parser("trigger", help="launch one run importing one or more files on the Dagster daemon over GraphQL")
+    _add_import_options(trigger, several=True)
     trigger.add_argument("--batch-size", type=int, default=None, help="contacts per insert batch")
-    _add_dagster_options(trigger, "print one JSON object {run_id, run_url, partition_key}")
+    _add_dagster_options(trigger, "print one JSON object {run_id, run_url, files}")
     trigger.set_defaults(handler=_cmd_trigger)
 
-    status = commands.add_parser("status", help="show an import run's progress, read over GraphQL")
+    status = commands.add_parser("status", help="show a run's progress (over GraphQL) and each of its imports (from the ledger)")
     status.add_argument("run_id")
     status.add_argument("--follow", action="store_true", help="draw a progress bar until the run ends")
+    status.add_argument("--database-url", default=None, help="contacts database holding the ledger (default: $CONTACTS_DATABASE_URL or local SQLite)")
     _add_dagster_options(status, "print JSON (with --follow: one object per change, the last one final)")
     status.set_defaults(handler=_cmd_status)
 
-    hist = commands.add_parser("imports", help="list a workspace's past imports (from Dagster's run history)")
+    hist = commands.add_parser("imports", help="list a workspace's imports, newest first (from the ledger)")
     hist.add_argument("--workspace", required=True)
+    hist.add_argument("--database-url", default=None)
     hist.add_argument("--json", action="store_true", help="print a JSON list")
     hist.set_defaults(handler=_cmd_imports)
 
@@ -211,27 +219,28 @@ def _cmd_demo(_args: argparse.Namespace) -> int:
 def _cmd_imports(args: argparse.Namespace) -> int:
     if (code := _check_workspace(args)) is not None:
         return code
-    entries = history.list_imports(local_instance(), args.workspace)
+    entries = Ledger(_store(args)).entries(workspace_id=args.workspace)
     if args.json:
         _print_json([entry.to_dict() for entry in entries])
         return EXIT_OK
     for e in entries:
         undone = f" | undone {e.undone_at} ({e.undone_count} deleted)" if e.undone_at else ""
+        error = f"\n  error: {e.error}" if e.error else ""
         print(
-            f"{e.started_at or '-'}  {e.status:<10} {e.import_tag}  {e.file}\n"
+            f"{e.started_at or '-'}  {e.status:<11} {e.import_tag}  {e.file}\n"
             f"  total {e.total} | imported {e.imported} | updated {e.updated} | skipped {e.skipped} | "
-            f"failed {e.failed} | ended {e.ended_at or '-'} | {e.origin} | run {e.run_id}{undone}"
+            f"failed {e.failed} | ended {e.ended_at or '-'} | {e.origin} | run {e.run_id}{undone}{error}"
         )
     print(f"{len(entries)} imports")
     return EXIT_OK
 
 
 def _cmd_undo(args: argparse.Namespace) -> int:
-    """Count, confirm, delete in one statement, then record the undo on the import's runs."""
+    """Count, confirm, delete in one statement, then record the undo in the ledger."""
     if (code := _check_workspace(args)) is not None:
         return code
     store = _store(args)
-    instance = local_instance()
+    ledger = Ledger(store)
     result: dict[str, Any] = {"workspace_id": args.workspace, "import_tag": args.tag}
     count = store.undo_import(args.workspace, args.tag, dry_run=True)
     if args.dry_run:
@@ -244,13 +253,13 @@ def _cmd_undo(args: argparse.Namespace) -> int:
         if answer.strip().lower() not in ("y", "yes"):
             return _fail(args, "undo cancelled; nothing deleted", EXIT_BAD_INPUT)
     deleted = store.undo_import(args.workspace, args.tag)
-    history.record_undo(instance, args.workspace, args.tag, deleted)
+    ledger.record_undo(args.workspace, args.tag, deleted)
     if deleted:
         message = f"deleted {deleted} contacts created by import {args.tag} in workspace {args.workspace}"
     else:
-        previous = history.undone_at(instance, args.workspace, args.tag)
+        stamps = [e.undone_at for e in ledger.entries(workspace_id=args.workspace, import_tag=args.tag) if e.undone_at]
         message = f"nothing to undo: import {args.tag} has no remaining contacts in workspace {args.workspace}" + (
-            f" (already undone at {previous})" if previous else ""
+            f" (already undone at {min(stamps)})" if stamps else ""
         )
     return _undo_report(args, result | {"dry_run": False, "deleted": deleted}, message)
 
@@ -273,7 +282,7 @@ def _add_dagster_options(parser: argparse.ArgumentParser, json_help: str) -> Non
 def _cmd_trigger(args: argparse.Namespace) -> int:
     try:
         result = trigger_import(
-            args.source,
+            args.sources,
             args.workspace,
             tag=args.tag,
             board_phone=args.board_phone,
@@ -286,15 +295,16 @@ def _cmd_trigger(args: argparse.Namespace) -> int:
     except (DagsterApiError, BucketError) as exc:
         return _fail(args, str(exc), EXIT_FAILED)
     if args.json:
-        _print_json({"run_id": result.run_id, "run_url": result.run_url, "partition_key": result.partition_key})
+        _print_json({"run_id": result.run_id, "run_url": result.run_url, "files": result.keys})
     else:
-        print(f"Launched run {result.run_id} for {result.partition_key}")
+        print(f"Launched run {result.run_id} for {', '.join(result.keys)}")
         print(f"  watch it: {result.run_url}")
         print(f"  progress: contact-import status {result.run_id} --follow")
     return EXIT_OK
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    """The run's progress, then one line per import; exit 1 when the run or any of its imports failed."""
     api = DagsterApi(args.dagster_url or dagster_url_from_env())
     try:
         state = _follow(api, args) if args.follow else api.read_run(args.run_id)
@@ -303,11 +313,36 @@ def _cmd_status(args: argparse.Namespace) -> int:
         return _fail(args, str(exc), EXIT_BAD_INPUT, args.run_id)
     except DagsterApiError as exc:
         return _fail(args, str(exc), EXIT_FAILED, args.run_id)
+    imports = _run_imports(args, state)
+    failed_imports = [e for e in imports or [] if e.status in ("failed", "interrupted")]
     if args.json:
-        _print_json(_status_json(api, state, reason))
+        _print_json(_status_json(api, state, reason) | {"imports": None if imports is None else [e.to_dict() for e in imports]})
     else:
         print(_final_line(state, reason) if state.finished else _progress_line(state))
-    return EXIT_FAILED if reason else EXIT_OK
+        for entry in imports or []:
+            print(_import_status_line(entry))
+        if imports is None:
+            print("  (each file's progress is read from the contacts database: pass --database-url)")
+    return EXIT_FAILED if reason or (state.finished and failed_imports) else EXIT_OK
+
+
+def _run_imports(args: argparse.Namespace, state: RunState) -> list[LedgerEntry] | None:
+    """The run's imports from the ledger, or None when the contacts database cannot be read here."""
+    store = ContactsStore(args.database_url or default_database_url())
+    try:
+        return sorted(Ledger(store).entries(root_run_id=state.root_run_id or state.run_id), key=lambda e: e.position)
+    except sa.exc.SQLAlchemyError:
+        return None
+    finally:
+        store.dispose()
+
+
+def _import_status_line(e: LedgerEntry) -> str:
+    line = (
+        f"  {e.file} ({e.workspace_id}, {e.import_tag}): {e.status} {e.processed}/{e.total} | imported {e.imported} | "
+        f"updated {e.updated} | skipped {e.skipped} | failed {e.failed}"
+    )
+    return line + (f" | {e.error}" if e.error else "")
 
 
 def _follow(api: DagsterApi, args: argparse.Namespace) -> RunState:

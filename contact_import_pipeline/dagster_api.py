@@ -16,21 +16,15 @@ from typing import Any
 
 import requests
 
-from contact_import_pipeline.bucket import ContactBucket, MissingObjectError, bucket_from_env
+from contact_import_pipeline import launch
+from contact_import_pipeline.bucket import BucketObject, ContactBucket, MissingObjectError, bucket_from_env
 from contact_import_pipeline.errors import ImportFileError, OptionsError
 from contact_import_pipeline.keys import IMPORTS_FOLDER, parse_import_key, validate_workspace_id
-from contact_import_pipeline.options import ImportOptions, resolve_options
-from contact_import_pipeline.partitions import contact_files
+from contact_import_pipeline.options import FileImport, check_batch_size, is_url, resolve_options
 from contact_import_pipeline.progress import read_progress
 from contact_import_pipeline.runner import ImportRequest
-from contact_import_pipeline.sensors import (
-    FILE_TAG,
-    IMPORT_JOB_NAME,
-    ORIGIN_TAG,
-    PARTITION_TAG,
-    VERSION_TAG,
-    WORKSPACE_TAG,
-)
+from contact_import_pipeline.settings import SensorSettings
+from contact_import_pipeline.vocabulary import IMPORT_JOB_NAME, Origin
 
 DAGSTER_URL_ENV = "DAGSTER_URL"
 DEFAULT_DAGSTER_URL = "http://127.0.0.1:3000"
@@ -42,16 +36,6 @@ FINISHED_STATUSES = ("SUCCESS", "FAILURE", "CANCELED")
 # fails a command within seconds.
 CONNECT_TIMEOUT_SECONDS = 5.0
 READ_TIMEOUT_SECONDS = 30.0
-
-ADD_PARTITION = """
-mutation AddPartition($repo: RepositorySelector!, $name: String!, $key: String!) {
-  addDynamicPartition(repositorySelector: $repo, partitionsDefName: $name, partitionKey: $key) {
-    __typename
-    ... on DuplicateDynamicPartitionError { partitionName }
-    ... on UnauthorizedError { message }
-    ... on PythonError { message }
-  }
-}"""
 
 LAUNCH_RUN = """
 mutation LaunchRun($executionParams: ExecutionParams!) {
@@ -74,7 +58,7 @@ RUN_STATE = """
 query RunState($runId: ID!) {
   runOrError(runId: $runId) {
     __typename
-    ... on Run { runId status tags { key value } }
+    ... on Run { runId rootRunId status tags { key value } }
     ... on RunNotFoundError { message }
     ... on PythonError { message }
   }
@@ -153,6 +137,7 @@ class RunState:
     status: str
     tags: dict[str, str]
     progress: dict[str, Any] = field(default_factory=dict)
+    root_run_id: str = ""
 
     @property
     def finished(self) -> bool:
@@ -161,11 +146,11 @@ class RunState:
 
 @dataclass(frozen=True)
 class TriggerResult:
-    """What a caller needs after launching: the run, where to watch it, and the file's partition."""
+    """What a caller needs after launching: the run, where to watch it, and the keys of its files."""
 
     run_id: str
     run_url: str
-    partition_key: str
+    keys: list[str]
 
 
 def dagster_url_from_env() -> str:
@@ -225,18 +210,6 @@ class DagsterApi:
             raise DagsterServerError(f"code location {LOCATION_NAME} is {entry['loadStatus'].lower()}; retry shortly")
         raise DagsterServerError(f"the Dagster webserver at {self.url} has no code location {LOCATION_NAME}")
 
-    def add_partition(self, partition_key: str) -> bool:
-        """Add the file's dynamic partition; False when it already existed (harmless)."""
-        result = self.execute(
-            ADD_PARTITION, {"repo": REPOSITORY_SELECTOR, "name": contact_files.name, "key": partition_key}
-        )["addDynamicPartition"]
-        kind = result["__typename"]
-        if kind == "AddDynamicPartitionSuccess":
-            return True
-        if kind == "DuplicateDynamicPartitionError":
-            return False
-        raise DagsterServerError(f"cannot add partition {partition_key!r}: {result.get('message', kind)}")
-
     def launch_import(self, run_config: dict[str, Any], tags: dict[str, str]) -> str:
         """Launch ``import_job`` (it is queued for the daemon) and return the run id."""
         params = {
@@ -257,7 +230,10 @@ class DagsterApi:
         """The run's status, tags and import progress."""
         run = self._run(RUN_STATE, run_id)
         tags = {tag["key"]: tag["value"] for tag in run["tags"]}
-        return RunState(run_id=run["runId"], status=run["status"], tags=tags, progress=read_progress(tags))
+        return RunState(
+            run_id=run["runId"], status=run["status"], tags=tags, progress=read_progress(tags),
+            root_run_id=run.get("rootRunId") or run["runId"],
+        )
 
     def materialization_metadata(self, run_id: str, asset: str = "contacts") -> dict[str, Any]:
         """Metadata of the run's materialization of ``asset`` (int, text and JSON entries)."""
@@ -299,7 +275,7 @@ def _entry_value(entry: dict[str, Any]) -> Any:
 
 
 def trigger_import(
-    source: str,
+    sources: list[str],
     workspace_id: str,
     *,
     tag: str = "",
@@ -309,61 +285,82 @@ def trigger_import(
     dagster_url: str | None = None,
     bucket: ContactBucket | None = None,
 ) -> TriggerResult:
-    """Validate an import locally, then add its partition and launch it over GraphQL.
+    """Validate the imports locally, then launch one run for all of them over GraphQL.
 
-    ``source`` is a bucket key ``<workspace>/imports/<name>.csv`` (it must be in the bucket), an
+    Each source is a bucket key ``<workspace>/imports/<name>.csv`` (it must be in the bucket), an
     http(s) URL (read by the run), or a local file (uploaded to ``<workspace>/imports/`` first).
     Raises OptionsError or ImportFileError for bad input and DagsterApiError subclasses for the
-    webserver; nothing is uploaded or launched before the input is valid and the webserver answers.
+    webserver; nothing is uploaded or launched before every input is valid and the webserver answers.
+    The run executes in one process unless a file is large or a URL (its size is unknown).
     """
     validate_workspace_id(workspace_id)
-    if not source.strip():
+    sources = [s.strip() for s in sources if s.strip()]
+    if not sources:
         raise OptionsError("a source is required: a local CSV file, an http(s) URL or a bucket key")
-    request = ImportRequest(
-        source=source.strip(),
-        workspace_id=workspace_id,
-        import_tag=tag,
-        board_phone_number=board_phone,
-        default_region=region,
-        batch_size=batch_size,
-    )
-    partition_key, run_source = request.partition_and_source()
-    # The same checks the run makes, so a bad tag, region or board phone fails here, not in a run.
-    config = ImportOptions(**request.run_config(run_source)["ops"]["raw_csv"]["config"])
-    resolve_options(config, partition_key, {})
-
+    if batch_size is not None:
+        check_batch_size(batch_size)
     bucket = bucket or bucket_from_env()
-    local_file = _local_file(source, run_source)
-    if local_file is None and not run_source and not bucket.exists(partition_key):
-        raise MissingObjectError(f"{partition_key}: not found in the bucket ({bucket.locator(partition_key)})")
+    planned = [_check_source(source, workspace_id, tag, board_phone, region, bucket) for source in sources]
+    keys = [entry["key"] for entry, _, _ in planned]
+    repeated = sorted({k for k in keys if keys.count(k) > 1})
+    if repeated:
+        raise OptionsError(f"the same file is given more than once: {', '.join(repeated)}")
 
     api = DagsterApi(dagster_url)
     api.check_location()
-    tags = {PARTITION_TAG: partition_key, FILE_TAG: partition_key, WORKSPACE_TAG: workspace_id, ORIGIN_TAG: "graphql"}
-    if local_file is not None:
-        partition_key, version = _upload(bucket, local_file, partition_key)
-        tags.update({PARTITION_TAG: partition_key, FILE_TAG: partition_key, VERSION_TAG: version})
-        run_source = ""
-    api.add_partition(partition_key)
-    run_id = api.launch_import(request.run_config(run_source), tags)
-    return TriggerResult(run_id=run_id, run_url=api.run_url(run_id), partition_key=partition_key)
+    settings = SensorSettings.from_env()
+    entries, sizes = [], []
+    for entry, local_file, listed in planned:
+        if local_file is not None:
+            listed = _upload(bucket, local_file, entry["key"])
+            entry = dict(entry, key=listed.key, source="")
+        if listed is not None:
+            entry = dict(entry, version=listed.version, uploaded_at=listed.last_modified)
+        entries.append(entry)
+        sizes.append(listed.size if listed is not None else None)
+    in_process = all(size is not None and size < settings.small_file_bytes for size in sizes)
+    run_config = launch.run_config(entries, in_process=in_process, batch_size=batch_size)
+    keys = [entry["key"] for entry in entries]
+    run_id = api.launch_import(run_config, launch.run_tags(keys, Origin.GRAPHQL))
+    return TriggerResult(run_id=run_id, run_url=api.run_url(run_id), keys=keys)
 
 
-def _local_file(source: str, run_source: str) -> Path | None:
-    """The local file to upload, None for bucket keys and URLs; raises when it does not exist."""
-    if not run_source or run_source.startswith(("http://", "https://")):
-        return None
-    path = Path(run_source)
-    if not path.is_file():
-        raise ImportFileError(f"{source}: file not found (give a local CSV file, an http(s) URL or a bucket key)")
-    return path
+def _check_source(
+    source: str, workspace_id: str, tag: str, board_phone: str, region: str, bucket: ContactBucket
+) -> tuple[dict[str, Any], Path | None, BucketObject | None]:
+    """(run-config entry, local file to upload, the bucket object when already there); raises for bad input."""
+    request = ImportRequest(
+        source=source, workspace_id=workspace_id, import_tag=tag, board_phone_number=board_phone, default_region=region
+    )
+    key, run_source = request.key_and_source()
+    entry = request.file_entry(key, run_source)
+    # The same checks the run makes, so a bad tag, region or board phone fails here, not in a run.
+    resolve_options(FileImport(**entry), {}, datetime.now(timezone.utc))
+    if is_url(run_source):
+        return entry, None, None
+    if run_source:
+        path = Path(run_source)
+        if not path.is_file():
+            raise ImportFileError(f"{source}: file not found (give a local CSV file, an http(s) URL or a bucket key)")
+        return entry, path, None
+    listed = _listed(bucket, key)
+    if listed is None:
+        raise MissingObjectError(f"{key}: not found in the bucket ({bucket.locator(key)})")
+    return entry, None, listed
 
 
-def _upload(bucket: ContactBucket, path: Path, key: str) -> tuple[str, str]:
+def _listed(bucket: ContactBucket, key: str) -> BucketObject | None:
+    for obj in bucket.list_objects(key):
+        if obj.key == key:
+            return obj
+    return None
+
+
+def _upload(bucket: ContactBucket, path: Path, key: str) -> BucketObject:
     """Put the file at ``key``, or beside it with a time suffix when ``key`` holds other content.
 
-    Returns the key used and the object's version, which tags the run so the new-file sensor can
-    tell the upload was already launched.
+    Returns the stored object; its version goes into the run config, which tells the new-file
+    sensor that the upload was already launched.
     """
     data = path.read_bytes()
     if bucket.exists(key) and not _same_content(bucket, key, data):
@@ -372,10 +369,10 @@ def _upload(bucket: ContactBucket, path: Path, key: str) -> tuple[str, str]:
         key = f"{import_key.workspace_id}/{IMPORTS_FOLDER}/{import_key.name[:-4]}-{stamp}.csv"
     if not bucket.exists(key):
         bucket.write_bytes(key, data)
-    for obj in bucket.list_objects(key):
-        if obj.key == key:
-            return key, obj.version
-    raise ImportFileError(f"{key}: uploaded, but the bucket does not list it")
+    listed = _listed(bucket, key)
+    if listed is None:
+        raise ImportFileError(f"{key}: uploaded, but the bucket does not list it")
+    return listed
 
 
 def _same_content(bucket: ContactBucket, key: str, data: bytes) -> bool:

@@ -1,4 +1,4 @@
-"""Wiring only: assets, job, sensors and resources of the contact import code location."""
+"""Wiring only: assets, jobs, sensors and resources of the contact import code location."""
 
 import dagster as dg
 
@@ -7,16 +7,19 @@ from contact_import_pipeline.assets import contacts, deduped_contacts, normalize
 from contact_import_pipeline.bucket import bucket_from_env
 from contact_import_pipeline.io_managers import ContactImportIOManager
 from contact_import_pipeline.resources import ContactsDatabase
-from contact_import_pipeline.sensors import import_failure_sensor, new_files_sensor
+from contact_import_pipeline.sensors import import_failure_sensor, new_files_sensor, step_outputs_sweep
+from contact_import_pipeline.vocabulary import IMPORT_JOB_CELERY_NAME, IMPORT_JOB_NAME
+
+_bucket = bucket_from_env()
 
 defs = dg.Definitions(
     assets=[raw_csv, normalized_contacts, deduped_contacts, contacts],
-    jobs=[jobs.import_job, jobs.import_job_celery],
-    sensors=[new_files_sensor, import_failure_sensor],
+    jobs=[job for job in (jobs.import_job, jobs.celery_job()) if job is not None],
+    sensors=[new_files_sensor, import_failure_sensor, step_outputs_sweep],
     resources={
-        "bucket": bucket_from_env(),
+        "bucket": _bucket,
         "contacts_db": ContactsDatabase(),
-        "io_manager": ContactImportIOManager(),
+        "io_manager": ContactImportIOManager(bucket=_bucket),
     },
 )
 
@@ -25,9 +28,9 @@ def import_job() -> dg.JobDefinition:
     """The resolved import job, so that multiprocess runs outside a daemon can rebuild it:
     ``dg.execute_job(dg.build_reconstructable_job("contact_import_pipeline.definitions", "import_job"), ...)``.
     """
-    return defs.resolve_job_def(jobs.IMPORT_JOB_NAME)
+    return defs.resolve_job_def(IMPORT_JOB_NAME)
 
 
 def import_job_celery() -> dg.JobDefinition:
     """The resolved Celery import job, reconstructable the same way (workers rebuild it by name)."""
-    return defs.resolve_job_def(jobs.IMPORT_JOB_CELERY_NAME)
+    return defs.resolve_job_def(IMPORT_JOB_CELERY_NAME)

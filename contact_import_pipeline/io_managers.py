@@ -1,29 +1,51 @@
-"""Step outputs on disk without an extra copy of their Arrow columns.
+"""Step outputs that belong to their run: stored under the run's id, deleted when it succeeds.
 
-Dagster's filesystem IO manager pickles every step output in one piece. Pickling a DataFrame of
-Arrow-backed text copies each column into the pickle stream first, which at a million rows
-adds ~400 MB to a step's peak memory. Pickle protocol 5 can hand those buffers out instead
-("out-of-band"): they are written to the file as they are and read back as views of one read.
-DataFrames travel as Arrow tables, because pandas itself copies Arrow columns when pickled.
+The stage values hold whole files (personal data), so they are not kept: an unpartitioned asset's
+output would otherwise sit at one path per asset, shared and overwritten by concurrent runs, and
+stay there forever. Here every output lives under ``<run id>/<step key>/<output>``; a re-executed
+step reads its inputs from the run that produced them.
+
+Where they go:
+
+* a run in one process (the small-file runs the sensor packs, ``contact-import import`` of a small
+  file) keeps them in memory: nothing is written at all;
+* otherwise, with an S3 bucket, under ``_contact_import_outputs/`` in that bucket, so Celery
+  workers on other machines share them;
+* otherwise under ``<DAGSTER_HOME>/storage/contact_import_outputs``.
+
+Pickling. Dagster's own pickling of a DataFrame of Arrow-backed text copies each column into the
+pickle stream first, which at a million rows adds ~400 MB to a step's peak memory. Pickle
+protocol 5 hands those buffers out instead ("out-of-band"): they are written as they are and read
+back as views of one read. DataFrames travel as Arrow tables, because pandas itself copies Arrow
+columns when pickled.
 """
 
 from __future__ import annotations
 
-import pickle
-import struct
-from typing import Any
-
 import io
+import pickle
+import shutil
+import struct
+import tempfile
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, BinaryIO
 
 import dagster as dg
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from dagster._core.storage.fs_io_manager import PickledObjectFilesystemIOManager
+from pydantic import Field
 
-MAGIC = b"CIOOB1\n"  # marks files written by this manager; older plain pickles still load
+from contact_import_pipeline.bucket import ContactBucket, S3Bucket
+
+MAGIC = b"CIOOB1\n"  # marks files written by dump
 _COUNTS = struct.Struct("<QQ")
 _LENGTH = struct.Struct("<Q")
+LOCAL_OUTPUTS_FOLDER = "contact_import_outputs"
+BUCKET_OUTPUTS_PREFIX = "_contact_import_outputs/"
 
 
 def _frame_from_table(table: pa.Table) -> pd.DataFrame:
@@ -46,7 +68,7 @@ class _FramePickler(pickle.Pickler):
         return NotImplemented
 
 
-def dump(obj: Any, file: Any) -> None:
+def dump(obj: Any, file: BinaryIO) -> None:
     """Write ``obj`` as a protocol-5 pickle followed by its out-of-band buffers."""
     buffers: list[pickle.PickleBuffer] = []
     stream = io.BytesIO()
@@ -81,21 +103,188 @@ def load(data: bytes) -> Any:
     return pickle.loads(head, buffers=buffers)
 
 
-class OutOfBandPickleIOManager(PickledObjectFilesystemIOManager):
-    """The filesystem IO manager, writing and reading with ``dump``/``load``."""
+class OutputStore(ABC):
+    """Where step outputs of runs are kept, by run id."""
 
-    def dump_to_path(self, context: dg.OutputContext, obj: Any, path: Any) -> None:
-        with path.open("wb") as file:
+    @abstractmethod
+    def write(self, path: str, obj: Any) -> None:
+        """Store ``obj`` at ``<run id>/<step>/<output>``."""
+
+    @abstractmethod
+    def read(self, path: str) -> Any:
+        """The object stored at ``path``."""
+
+    @abstractmethod
+    def runs(self) -> dict[str, float]:
+        """Run ids that have outputs, with the time their newest output was written."""
+
+    @abstractmethod
+    def delete_runs(self, run_ids: Iterable[str]) -> None:
+        """Delete every output of these runs."""
+
+
+class LocalOutputs(OutputStore):
+    """Outputs as files under a folder of the Dagster instance."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+
+    def write(self, path: str, obj: Any) -> None:
+        target = self.base / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "wb") as file:
             dump(obj, file)
 
-    def load_from_path(self, context: dg.InputContext, path: Any) -> Any:
-        with path.open("rb") as file:
-            return load(file.read())
+    def read(self, path: str) -> Any:
+        return load((self.base / path).read_bytes())
+
+    def runs(self) -> dict[str, float]:
+        if not self.base.is_dir():
+            return {}
+        found = {}
+        for folder in self.base.iterdir():
+            stamps = [p.stat().st_mtime for p in folder.rglob("*") if p.is_file()] or [folder.stat().st_mtime]
+            found[folder.name] = max(stamps)
+        return found
+
+    def delete_runs(self, run_ids: Iterable[str]) -> None:
+        for run_id in run_ids:
+            shutil.rmtree(self.base / run_id, ignore_errors=True)
 
 
-class ContactImportIOManager(dg.FilesystemIOManager):
-    """Same storage location and layout as Dagster's FilesystemIOManager, lighter on memory."""
+class BucketOutputs(OutputStore):
+    """Outputs as objects under a prefix of the S3 bucket, shared by workers on every machine."""
 
-    def create_io_manager(self, context: dg.InitResourceContext) -> OutOfBandPickleIOManager:
-        base_dir = self.base_dir or context.instance.storage_directory()
-        return OutOfBandPickleIOManager(base_dir=base_dir)
+    def __init__(self, bucket: S3Bucket) -> None:
+        self.bucket = bucket
+
+    def write(self, path: str, obj: Any) -> None:
+        with tempfile.TemporaryDirectory(prefix="contact-import-output-") as folder:
+            local = Path(folder, "output")
+            with open(local, "wb") as file:
+                dump(obj, file)
+            self.bucket.upload_file(BUCKET_OUTPUTS_PREFIX + path, local)
+
+    def read(self, path: str) -> Any:
+        with tempfile.TemporaryDirectory(prefix="contact-import-output-") as folder:
+            local = Path(folder, "output")
+            self.bucket.download_file(BUCKET_OUTPUTS_PREFIX + path, local)
+            return load(local.read_bytes())
+
+    def runs(self) -> dict[str, float]:
+        found: dict[str, float] = {}
+        for obj in self.bucket.list_objects(BUCKET_OUTPUTS_PREFIX):
+            run_id = obj.key[len(BUCKET_OUTPUTS_PREFIX) :].split("/", 1)[0]
+            found[run_id] = max(found.get(run_id, 0.0), obj.last_modified)
+        return found
+
+    def delete_runs(self, run_ids: Iterable[str]) -> None:
+        for run_id in run_ids:
+            self.bucket.delete_prefix(f"{BUCKET_OUTPUTS_PREFIX}{run_id}/")
+
+
+class MemoryOutputs(OutputStore):
+    """Outputs kept in the run's own process: for runs whose steps all execute in one process."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, Any] = {}
+
+    def write(self, path: str, obj: Any) -> None:
+        self.objects[path] = obj
+
+    def read(self, path: str) -> Any:
+        if path not in self.objects:
+            raise dg.Failure(
+                description=f"step output {path} is not in this process: a run with in_memory outputs must run "
+                "every step in one process and cannot be re-executed from failure; re-execute it with ALL_STEPS"
+            )
+        return self.objects[path]
+
+    def runs(self) -> dict[str, float]:
+        return {}
+
+    def delete_runs(self, run_ids: Iterable[str]) -> None:
+        self.objects.clear()
+
+
+def output_store(instance: dg.DagsterInstance, bucket: ContactBucket) -> OutputStore:
+    """The shared store for this instance and bucket: S3 when the bucket is S3, else the instance's folder."""
+    if isinstance(bucket, S3Bucket):
+        return BucketOutputs(bucket)
+    return LocalOutputs(Path(instance.storage_directory()) / LOCAL_OUTPUTS_FOLDER)
+
+
+class _RunScopedIOManager(dg.IOManager):
+    def __init__(self, store: OutputStore) -> None:
+        self.store = store
+
+    @staticmethod
+    def _path(context: dg.OutputContext) -> str:
+        """``<run id>/<step key>/<output>[/<mapping key>]``: a dynamic output has one per mapping key."""
+        path = f"{context.run_id}/{context.step_key}/{context.name}"
+        return f"{path}/{context.mapping_key}" if context.mapping_key else path
+
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        self.store.write(self._path(context), obj)
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        upstream = context.upstream_output
+        if upstream is None:
+            raise dg.Failure(description=f"input {context.name} has no upstream output to load")
+        return self.store.read(self._path(upstream))
+
+
+class ContactImportIOManager(dg.ConfigurableIOManagerFactory):
+    """Step outputs under the run's id: in memory for one-process runs, else on disk or in S3."""
+
+    bucket: ContactBucket
+    in_memory: bool = Field(
+        default=False,
+        description="Keep step outputs in the run's process instead of storing them. Only for runs whose steps "
+        "all execute in one process (execution config in_process: true); the sensor sets it for its packed runs.",
+    )
+
+    def create_io_manager(self, context: dg.InitResourceContext) -> dg.IOManager:
+        if self.in_memory:
+            return _RunScopedIOManager(MemoryOutputs())
+        instance = context.instance or dg.DagsterInstance.get()
+        return _RunScopedIOManager(output_store(instance, self.bucket))
+
+
+def expired_output_runs(
+    instance: dg.DagsterInstance, stored: dict[str, float], retention_seconds: float, now: float | None = None
+) -> list[str]:
+    """Runs whose outputs may go: their run family succeeded, the run is gone, or it ended
+    (or was last written) longer than ``retention_seconds`` ago."""
+    if not stored:
+        return []
+    now = time.time() if now is None else now
+    records = {r.dagster_run.run_id: r for r in instance.get_run_records(filters=dg.RunsFilter(run_ids=list(stored)))}
+    roots = {r.dagster_run.root_run_id or run_id for run_id, r in records.items()}
+    succeeded_roots = {
+        r.dagster_run.root_run_id or r.dagster_run.run_id
+        for r in instance.get_run_records(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.SUCCESS], run_ids=list(roots)))
+    }
+    for root in roots:
+        children = instance.get_run_records(
+            filters=dg.RunsFilter(tags={"dagster/root_run_id": root}, statuses=[dg.DagsterRunStatus.SUCCESS]), limit=1
+        )
+        if children:
+            succeeded_roots.add(root)
+    expired = []
+    for run_id, written in stored.items():
+        record = records.get(run_id)
+        if record is None:
+            if now - written > 3600:  # a run being created has no record for a moment
+                expired.append(run_id)
+            continue
+        root = record.dagster_run.root_run_id or run_id
+        ended = record.end_time or written
+        if root in succeeded_roots or (record.dagster_run.is_finished and now - ended > retention_seconds):
+            expired.append(run_id)
+    return expired
+
+
+def remove_run_outputs(instance: dg.DagsterInstance, bucket: ContactBucket, run_ids: Iterable[str]) -> None:
+    """Delete the outputs of these runs now (the CLI does so for its own successful runs)."""
+    output_store(instance, bucket).delete_runs(run_ids)

@@ -1,50 +1,67 @@
-"""Import options: the Launchpad/GraphQL run config, per-upload options, and their validation.
+"""Import options: the run config (a list of files, each with its options) and its validation.
 
-Precedence, highest first: run config, the upload's own options (sidecar ``<name>.csv.json`` or S3
-object metadata), then the defaults below. Everything is validated before any row is read.
+Precedence for one file, highest first: the file's entry in run config, the upload's own options
+(sidecar ``<name>.csv.json`` or S3 object metadata), then the defaults below. Everything is
+validated before any row of that file is read; a bad option fails that file only.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import dagster as dg
 from pydantic import Field
 
 from contact_import_pipeline.errors import OptionsError
-from contact_import_pipeline.keys import UnsafeKeyError, parse_import_key
+from contact_import_pipeline.keys import IMPORTS_FOLDER, UnsafeKeyError, parse_import_key
 from contact_import_pipeline.phones import is_valid_region, normalize_phone
 from contact_import_pipeline.settings import DEFAULT_BATCH_SIZE, DEFAULT_REGION
+from contact_import_pipeline.vocabulary import Cleanup, OnDuplicate
 
-ON_DUPLICATE_CHOICES = ("skip", "update")
-CLEANUP_CHOICES = ("archive", "delete", "keep")
 CLEANUP_ENV = "CONTACT_IMPORT_CLEANUP"
 # Options an upload may carry in its sidecar or S3 metadata.
 UPLOAD_OPTION_KEYS = ("import_tag", "board_phone_number", "user_id", "default_region", "column_mapping")
 MAX_IMPORT_TAG_CHARS = 200
 MAX_BATCH_SIZE = 200_000
+# Characters kept when a file name becomes a bucket key (a URL's or a local file's name).
+UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._ ()+-]+")
 
 
-class ImportOptions(dg.Config):
-    """How to import one file. Every field is optional; empty means "use the default"."""
+class FileImport(dg.Config):
+    """One file of a run and how to import it. Every option is optional; empty means the default."""
 
+    key: str = Field(
+        default="",
+        description="Bucket key of the upload, <workspace_id>/imports/<name>.csv: where it is read from (unless "
+        "source is set), and where its rejects file and archive go. May be left empty when source is a URL and "
+        "workspace_id is set; the key is then <workspace_id>/imports/<name in the URL>.",
+    )
+    version: str = Field(
+        default="", description="Version of the bucket object (ETag, or mtime-size of a local file); recorded only."
+    )
+    uploaded_at: float = Field(
+        default=0.0,
+        description="When the file was uploaded (Unix seconds). Dates the default import tag. Default: the run's start.",
+    )
     workspace_id: str = Field(
         default="",
-        description="Workspace the contacts belong to. It is the first folder of the partition key "
-        "(<workspace_id>/imports/<name>.csv); if given here it must match.",
+        description="Workspace the contacts belong to. It is the first folder of the key; if given here it must match.",
     )
     source: str = Field(
         default="",
-        description="Where to read the CSV. Default: the partition's object in the bucket. "
-        "May be an http(s):// URL (e.g. a signed storage URL).",
+        description="Where to read the CSV. Default: the key's object in the bucket. May be an http(s):// URL "
+        "(e.g. a signed storage URL).",
     )
     import_tag: str = Field(
         default="",
-        description="Tag added to every imported contact. Default: import:<UTC time of the import>Z.",
+        description="Tag added to every imported contact. Default: import:<UTC upload time>Z, unique in the workspace.",
     )
     board_phone_number: str = Field(
         default="",
@@ -61,12 +78,8 @@ class ImportOptions(dg.Config):
         "lead_source, market, product, lead_status, st_address, city, state, zip) to a header of the file. "
         "Overrides the built-in header synonyms.",
     )
-    batch_size: int = Field(
-        default=DEFAULT_BATCH_SIZE,
-        description=f"Contacts per insert batch; each batch is one transaction and one step. Default: {DEFAULT_BATCH_SIZE}.",
-    )
     on_duplicate: str = Field(
-        default="skip",
+        default="",
         description="What to do with a phone that already exists in the workspace: 'skip' (default) or 'update' "
         "(fill its empty fields and add the import tag; never overwrite a value).",
     )
@@ -77,32 +90,68 @@ class ImportOptions(dg.Config):
     )
 
 
+class ImportRunConfig(dg.Config):
+    """The files one run imports, in upload order, and how large its insert batches are."""
+
+    files: list[FileImport] = Field(
+        description="The imports of this run, in upload order: a later file's phone that an earlier file of the "
+        "same workspace imports counts as a duplicate of the workspace, as if the files ran one after another.",
+    )
+    batch_size: int = Field(
+        default=DEFAULT_BATCH_SIZE,
+        description=f"Contacts per insert batch; each batch is one transaction and one step. A batch may hold rows "
+        f"of several files. Default: {DEFAULT_BATCH_SIZE}.",
+    )
+
+
 @dataclass(frozen=True)
 class ResolvedOptions:
-    """Validated options of one import, with every default filled in."""
+    """Validated options of one import, with every default filled in but the import tag.
 
+    ``import_tag`` is empty when the tag is left to the ledger, which dates it from ``tag_time``
+    and keeps it unique in the workspace.
+    """
+
+    key: str
     workspace_id: str
-    partition_key: str
     source: str
     import_tag: str
+    tag_time: datetime
     board_phone_number: str | None
     user_id: str | None
     default_region: str
+    version: str = ""
     column_mapping: dict[str, str] = field(default_factory=dict)
-    batch_size: int = DEFAULT_BATCH_SIZE
-    on_duplicate: str = "skip"
-    cleanup: str = "archive"
+    on_duplicate: str = OnDuplicate.SKIP
+    cleanup: str = Cleanup.ARCHIVE
 
     @property
     def reads_bucket(self) -> bool:
-        """True when the source is the partition's own bucket object (the only one cleaned up)."""
+        """True when the source is the key's own bucket object (the only one cleaned up)."""
         return not self.source
 
 
-def default_import_tag(now: datetime | None = None) -> str:
+def default_import_tag(moment: datetime) -> str:
     """``import:<UTC ISO-8601 seconds>Z``, as in the reference design."""
-    moment = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
-    return "import:" + moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return "import:" + moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def key_for_name(workspace_id: str, name: str) -> str:
+    """The bucket key ``<workspace>/imports/<name>.csv`` of a file known by name (URL or local path)."""
+    safe = UNSAFE_NAME_CHARS.sub("_", name).strip(" .") or "upload"
+    if not safe.lower().endswith(".csv"):
+        safe += ".csv"
+    return f"{workspace_id}/{IMPORTS_FOLDER}/{safe}"
+
+
+def is_url(source: str) -> bool:
+    return source.startswith(("http://", "https://"))
+
+
+def key_for_source(workspace_id: str, source: str) -> str:
+    """The key of a URL or local-file source: its file name under the workspace's imports folder."""
+    name = Path(urlsplit(source).path).name if is_url(source) else Path(source).name
+    return key_for_name(workspace_id, name)
 
 
 def _text(value: Any, name: str) -> str:
@@ -118,19 +167,29 @@ def _check_printable(value: str, name: str) -> None:
         raise OptionsError(f"option {name} contains a control character")
 
 
-def resolve_options(
-    config: ImportOptions, partition_key: str, upload_options: dict[str, Any], started_at: datetime | None = None
-) -> ResolvedOptions:
-    """Merge run config over upload options over defaults, and validate the result.
+def file_key(config: FileImport) -> str:
+    """The import's bucket key: given, or derived from a URL source and the workspace."""
+    key = _text(config.key, "key")
+    if key:
+        return key
+    source, workspace_id = _text(config.source, "source"), _text(config.workspace_id, "workspace_id")
+    if source and workspace_id:
+        return key_for_source(workspace_id, source)
+    raise OptionsError("each file needs a key <workspace_id>/imports/<name>.csv (or a source URL and a workspace_id)")
 
-    ``started_at`` dates the default import tag; re-executions pass their root run's start so
-    every row of one import carries the same tag.
-    """
+
+def check_batch_size(batch_size: int) -> int:
+    if not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise OptionsError(f"batch_size must be between 1 and {MAX_BATCH_SIZE}, got {batch_size}")
+    return batch_size
+
+
+def resolve_options(config: FileImport, upload_options: dict[str, Any], run_started: datetime) -> ResolvedOptions:
+    """Merge the file's run config over its upload options over defaults, and validate the result."""
+    key = file_key(config)
     unknown = sorted(set(upload_options) - set(UPLOAD_OPTION_KEYS))
     if unknown:
-        raise OptionsError(
-            f"upload options for {partition_key} have unknown keys {unknown}; allowed: {list(UPLOAD_OPTION_KEYS)}"
-        )
+        raise OptionsError(f"upload options for {key} have unknown keys {unknown}; allowed: {list(UPLOAD_OPTION_KEYS)}")
 
     def pick(name: str) -> Any:
         explicit = getattr(config, name)
@@ -139,19 +198,17 @@ def resolve_options(
     source = _text(config.source, "source")
     workspace_id = _text(config.workspace_id, "workspace_id")
     try:
-        key_workspace = parse_import_key(partition_key).workspace_id
+        key_workspace = parse_import_key(key).workspace_id
     except UnsafeKeyError as exc:
-        raise OptionsError(f"cannot import {partition_key!r}: {exc}") from exc
+        raise OptionsError(f"cannot import {key!r}: {exc}") from exc
     if workspace_id and workspace_id != key_workspace:
-        raise OptionsError(
-            f"workspace_id {workspace_id!r} does not match the file's workspace {key_workspace!r} ({partition_key})"
-        )
-    workspace_id = key_workspace
+        raise OptionsError(f"workspace_id {workspace_id!r} does not match the file's workspace {key_workspace!r} ({key})")
 
-    import_tag = _text(pick("import_tag"), "import_tag") or default_import_tag(started_at)
+    import_tag = _text(pick("import_tag"), "import_tag")
     _check_printable(import_tag, "import_tag")
     if len(import_tag) > MAX_IMPORT_TAG_CHARS:
         raise OptionsError(f"import_tag is {len(import_tag)} characters; the limit is {MAX_IMPORT_TAG_CHARS}")
+    tag_time = datetime.fromtimestamp(config.uploaded_at, timezone.utc) if config.uploaded_at > 0 else run_started
 
     region = (_text(pick("default_region"), "default_region") or DEFAULT_REGION).upper()
     if not is_valid_region(region):
@@ -168,28 +225,30 @@ def resolve_options(
     if not isinstance(mapping, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()):
         raise OptionsError("column_mapping must be an object of field name -> header name (both text)")
 
-    on_duplicate = config.on_duplicate.strip().lower() or "skip"
-    if on_duplicate not in ON_DUPLICATE_CHOICES:
-        raise OptionsError(f"on_duplicate must be one of {ON_DUPLICATE_CHOICES}, got {config.on_duplicate!r}")
-    cleanup = (config.cleanup.strip().lower() or os.environ.get(CLEANUP_ENV, "").strip().lower() or "archive")
-    if cleanup not in CLEANUP_CHOICES:
-        raise OptionsError(f"cleanup must be one of {CLEANUP_CHOICES}, got {cleanup!r}")
-    if not 1 <= config.batch_size <= MAX_BATCH_SIZE:
-        raise OptionsError(f"batch_size must be between 1 and {MAX_BATCH_SIZE}, got {config.batch_size}")
+    on_duplicate = _choice(config.on_duplicate, OnDuplicate, OnDuplicate.SKIP, "on_duplicate")
+    cleanup = _choice(config.cleanup or os.environ.get(CLEANUP_ENV, ""), Cleanup, Cleanup.ARCHIVE, "cleanup")
     user_id = _text(pick("user_id"), "user_id") or None
     if user_id:
         _check_printable(user_id, "user_id")
 
     return ResolvedOptions(
-        workspace_id=workspace_id,
-        partition_key=partition_key,
+        key=key,
+        workspace_id=key_workspace,
         source=source,
         import_tag=import_tag,
+        tag_time=tag_time,
         board_phone_number=board,
         user_id=user_id,
         default_region=region,
+        version=_text(config.version, "version"),
         column_mapping=dict(mapping),
-        batch_size=config.batch_size,
         on_duplicate=on_duplicate,
         cleanup=cleanup,
     )
+
+
+def _choice(value: str, choices: type[OnDuplicate] | type[Cleanup], default: str, name: str) -> str:
+    text = (value or "").strip().lower() or default
+    if text not in {c.value for c in choices}:
+        raise OptionsError(f"{name} must be one of {tuple(c.value for c in choices)}, got {value!r}")
+    return text

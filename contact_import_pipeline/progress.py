@@ -14,8 +14,8 @@ from typing import Any
 
 import dagster as dg
 
-TAG_PREFIX = "contact_import/"
-STATUSES = ("initializing", "processing", "completed", "failed")
+from contact_import_pipeline.vocabulary import TAG_PREFIX
+
 COUNT_FIELDS = ("total", "processed", "imported", "updated", "skipped", "failed", "current_batch", "total_batches")
 # Run tags are stored as text; keep a failure reason readable but bounded.
 MAX_ERROR_CHARS = 2000

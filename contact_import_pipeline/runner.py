@@ -1,25 +1,29 @@
-"""Run the import job in this process: the fallback path that needs no webserver or daemon.
+"""Run the import job from this process: the path that needs no webserver or daemon.
 
 The run is recorded in a Dagster instance (``$DAGSTER_HOME``, else ``.contact_import/dagster_home``)
-so that ``dagster dev`` pointed at the same home shows it, and import history includes it.
+so that ``dagster dev`` pointed at the same home shows it, and its import is in the ledger.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import dagster as dg
 
-from contact_import_pipeline.keys import IMPORTS_FOLDER, UnsafeKeyError, parse_import_key
-from contact_import_pipeline.partitions import contact_files
+from contact_import_pipeline import launch
+from contact_import_pipeline.bucket import bucket_from_env
+from contact_import_pipeline.contacts_store import ContactsStore, default_database_url
+from contact_import_pipeline.io_managers import remove_run_outputs
+from contact_import_pipeline.keys import UnsafeKeyError, parse_import_key
+from contact_import_pipeline.ledger import Ledger, LedgerEntry
+from contact_import_pipeline.options import key_for_source
 from contact_import_pipeline.progress import describe_step_failure
-from contact_import_pipeline.jobs import IMPORT_JOB_NAME
+from contact_import_pipeline.settings import DEFAULT_SMALL_FILE_BYTES
 from contact_import_pipeline.sources import ALLOW_LOCAL_SOURCES_ENV
+from contact_import_pipeline.vocabulary import IMPORT_JOB_NAME, ImportStatus, Origin
 
 LOCAL_HOME = Path(".contact_import") / "dagster_home"
 # The local instance of the demo and the CLI: SQLite storage in the home folder, the same
@@ -37,9 +41,9 @@ telemetry:
 """
 # Dagster's console log of a CLI run: warnings and errors only (set DEBUG to see every event).
 CONSOLE_LOG_LEVEL = os.environ.get("CONTACT_IMPORT_LOG_LEVEL", "WARNING")
-# Above this size a local file's import runs its steps in child processes (see run_import).
-IN_PROCESS_MAX_BYTES = 20 * 1024 * 1024
-UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._ ()+-]+")
+# Above this size a local file's import runs its steps in child processes (the sensor's threshold
+# between a shared one-process run and a run of its own).
+IN_PROCESS_MAX_BYTES = DEFAULT_SMALL_FILE_BYTES
 
 
 class ImportFailed(Exception):
@@ -64,8 +68,8 @@ class ImportRequest:
     on_duplicate: str = ""
     column_mapping: dict[str, str] | None = None
 
-    def partition_and_source(self) -> tuple[str, str]:
-        """The partition key (a bucket key) and the ``source`` option for this request.
+    def key_and_source(self) -> tuple[str, str]:
+        """The import's bucket key and its ``source`` option.
 
         A bucket key is imported from the bucket; a URL or a local path is read directly and gets
         the key ``<workspace>/imports/<file name>`` so history and rejects have a home.
@@ -76,27 +80,17 @@ class ImportRequest:
         except UnsafeKeyError:
             pass
         if self.source.startswith(("http://", "https://")):
-            name = Path(urlsplit(self.source).path).name
-            return self._key_for(name), self.source
+            return key_for_source(self.workspace_id, self.source), self.source
         path = Path(self.source).expanduser().resolve()
-        return self._key_for(path.name), str(path)
+        return key_for_source(self.workspace_id, str(path)), str(path)
 
-    def _key_for(self, name: str) -> str:
-        safe = UNSAFE_NAME_CHARS.sub("_", name).strip(" .") or "upload"
-        if not safe.lower().endswith(".csv"):
-            safe += ".csv"
-        return f"{self.workspace_id}/{IMPORTS_FOLDER}/{safe}"
-
-    def run_config(self, source: str) -> dict[str, Any]:
-        config: dict[str, Any] = {"workspace_id": self.workspace_id, "source": source}
+    def file_entry(self, key: str, source: str) -> dict[str, Any]:
+        """This file's entry in the run config's ``files`` list."""
+        entry: dict[str, Any] = {"key": key, "source": source, "workspace_id": self.workspace_id}
         for name in ("import_tag", "board_phone_number", "default_region", "on_duplicate"):
-            if getattr(self, name):
-                config[name] = getattr(self, name)
-        if self.batch_size is not None:
-            config["batch_size"] = self.batch_size
-        if self.column_mapping:
-            config["column_mapping"] = self.column_mapping
-        return {"ops": {"raw_csv": {"config": config}}}
+            entry[name] = getattr(self, name)
+        entry["column_mapping"] = self.column_mapping or {}
+        return entry
 
 
 def local_instance() -> dg.DagsterInstance:
@@ -112,72 +106,89 @@ def local_instance() -> dg.DagsterInstance:
 
 
 def run_import(request: ImportRequest, database_url: str | None = None, instance: dg.DagsterInstance | None = None) -> dict[str, Any]:
-    """Import one file without a daemon and return the summary (the ``contacts`` asset's value).
+    """Import one file without a daemon and return its summary (from the ledger).
 
-    Small files run every step in this process, which starts fastest. A local file over
-    IN_PROCESS_MAX_BYTES runs the job's own multiprocess executor from here instead: each step
-    gets a process of its own (memory stays per step) and batches insert 5 at a time.
+    Small files run every step in this process, which starts fastest and writes no step output.
+    A local file over IN_PROCESS_MAX_BYTES runs the job's own multiprocess executor from here
+    instead: each step gets a process of its own (memory stays per step) and batches insert 5 at
+    a time; its step outputs are deleted once it succeeded.
     """
-    partition_key, source = request.partition_and_source()
+    key, source = request.key_and_source()
     instance = instance or local_instance()
-    instance.add_dynamic_partitions(contact_files.name, [partition_key])
-    run_config = request.run_config(source)
+    database_url = database_url or default_database_url()
+    big = bool(source) and Path(source).is_file() and Path(source).stat().st_size > IN_PROCESS_MAX_BYTES
+    run_config = launch.run_config([request.file_entry(key, source)], in_process=not big, batch_size=request.batch_size)
     # The command prints its own summary; Dagster's event stream stays in the run's log.
     run_config["loggers"] = {"console": {"config": {"log_level": CONSOLE_LOG_LEVEL}}}
-    if database_url:
-        run_config["resources"] = {"contacts_db": {"config": {"url": database_url}}}
-    tags = {
-        "contact_import/origin": "cli",
-        "contact_import/file": partition_key,
-        # set at launch so history lists even a run that fails before reading its options
-        "contact_import/workspace": request.workspace_id,
-    }
+    run_config.setdefault("resources", {})["contacts_db"] = {"config": {"url": database_url}}
+    tags = launch.run_tags([key], Origin.CLI)
     saved = os.environ.get(ALLOW_LOCAL_SOURCES_ENV)
     os.environ[ALLOW_LOCAL_SOURCES_ENV] = "1"
     try:
-        if source and Path(source).is_file() and Path(source).stat().st_size > IN_PROCESS_MAX_BYTES:
-            return _run_in_step_processes(partition_key, run_config, tags, instance)
-        return _run_in_this_process(partition_key, run_config, tags, instance)
+        if big:
+            run_id, success, failure = _run_in_step_processes(run_config, tags, instance)
+        else:
+            run_id, success, failure = _run_in_this_process(run_config, tags, instance)
     finally:
         if saved is None:
             os.environ.pop(ALLOW_LOCAL_SOURCES_ENV, None)
         else:
             os.environ[ALLOW_LOCAL_SOURCES_ENV] = saved
+    entries = Ledger(ContactsStore(database_url)).entries(root_run_id=run_id)
+    if not success:
+        if entries and entries[0].status == ImportStatus.FAILED:
+            raise ImportFailed(entries[0].error or "the import failed", run_id, user_error=True)
+        message, user_error = failure
+        raise ImportFailed(message, run_id, user_error)
+    if big:
+        remove_run_outputs(instance, bucket_from_env(), [run_id])
+    return summary_of(entries[0])
 
 
 def _run_in_this_process(
-    partition_key: str, run_config: dict[str, Any], tags: dict[str, str], instance: dg.DagsterInstance
-) -> dict[str, Any]:
+    run_config: dict[str, Any], tags: dict[str, str], instance: dg.DagsterInstance
+) -> tuple[str, bool, tuple[str, bool]]:
     from contact_import_pipeline.definitions import defs
 
     result = defs.resolve_job_def(IMPORT_JOB_NAME).execute_in_process(
-        partition_key=partition_key, run_config=run_config, instance=instance, tags=tags, raise_on_error=False
+        run_config=run_config, instance=instance, tags=tags, raise_on_error=False
     )
-    return _summary(result)
+    return result.run_id, result.success, _failure(result)
 
 
 def _run_in_step_processes(
-    partition_key: str, run_config: dict[str, Any], tags: dict[str, str], instance: dg.DagsterInstance
-) -> dict[str, Any]:
+    run_config: dict[str, Any], tags: dict[str, str], instance: dg.DagsterInstance
+) -> tuple[str, bool, tuple[str, bool]]:
     job = dg.build_reconstructable_job("contact_import_pipeline.definitions", IMPORT_JOB_NAME)
-    with dg.execute_job(
-        job, instance=instance, run_config=run_config, tags={**tags, "dagster/partition": partition_key}
-    ) as result:
-        return _summary(result)
+    with dg.execute_job(job, instance=instance, run_config=run_config, tags=tags) as result:
+        return result.run_id, result.success, _failure(result)
 
 
-def _summary(result: dg.ExecuteInProcessResult | dg.ExecuteJobResult) -> dict[str, Any]:
-    if not result.success:
-        message, user_error = _failure(result)
-        raise ImportFailed(message, result.run_id, user_error)
-    # Read from the materialization, not the step output: a multiprocess run's asset output lives
-    # under the asset's path, and the metadata is what the UI and GraphQL show anyway.
-    [event] = [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey("contacts")]
-    metadata = event.step_materialization_data.materialization.metadata
-    summary = {key: value.value for key, value in metadata.items() if not key.startswith("dagster/")}
-    summary.setdefault("rejects_file", None)
-    summary["run_id"] = result.run_id
-    return summary
+def summary_of(entry: LedgerEntry) -> dict[str, Any]:
+    """An import's summary as the CLI prints it (``--json``), from its ledger entry."""
+    return {
+        "status": entry.status,
+        "workspace_id": entry.workspace_id,
+        "import_tag": entry.import_tag,
+        "file": entry.file,
+        "total": entry.total,
+        "processed": entry.processed,
+        "imported": entry.imported,
+        "updated": entry.updated,
+        "skipped": entry.skipped,
+        "failed": entry.failed,
+        "batches": entry.details.get("batches", entry.planned_batches),
+        "skipped_by_reason": entry.skipped_by_reason,
+        "failed_by_reason": entry.failed_by_reason,
+        "errors": entry.errors,
+        "rejects_file": entry.rejects_file,
+        "cleanup": entry.cleanup,
+        "encoding": entry.details.get("encoding"),
+        "delimiter": entry.details.get("delimiter"),
+        "timings": entry.details.get("timings", {}),
+        "run_id": entry.run_id,
+        "import_id": entry.import_id,
+    }
 
 
 def _failure(result: dg.ExecuteInProcessResult | dg.ExecuteJobResult) -> tuple[str, bool]:

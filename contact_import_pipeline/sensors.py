@@ -1,13 +1,17 @@
-"""Sensors: the new-file sensor that turns each upload into one partitioned import run, and the
-failure sensor that leaves every failed import marked failed with its reason.
+"""Sensors: the new-file sensor that packs uploads into runs, the failure sensor that explains every
+interrupted import, and the sweep that deletes step outputs once they are no longer needed.
 
 Cursor design. The cursor is the set of ``key -> version`` already requested, kept only for
 objects still listed in the imports folders (a processed file moves to ``processed/`` and drops
 out). A timestamp cursor would lose files: S3 ``LastModified`` has one-second resolution, and it
 is the time an upload *started*, so a long upload can appear after a newer, shorter one. A set
 needs no ordering at all, stays bounded by the files waiting in ``imports/``, and lets a
-re-uploaded file (new version) run again while the same content never does. ``run_key`` =
-``key@version`` is the daemon's second guard against duplicates.
+re-uploaded file (new version) run again while the same content never does. A run's ``run_key``
+is a digest of its set of ``key@version``: the daemon's second guard against duplicates.
+
+Packing. Each tick, the files that are ready go into runs in upload order: small files share a
+run that executes in one process, up to a cap on files and bytes; a large file gets a run of its
+own with a process per step.
 """
 
 from __future__ import annotations
@@ -15,38 +19,34 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
-from contact_import_pipeline import progress
+from contact_import_pipeline import launch, progress
 from contact_import_pipeline.bucket import BucketObject, ContactBucket
-from contact_import_pipeline.jobs import import_job
-from contact_import_pipeline.keys import (
-    IMPORTS_FOLDER,
-    PROCESSED_FOLDER,
-    REJECTS_FOLDER,
-    UnsafeKeyError,
-    parse_import_key,
-)
-from contact_import_pipeline.partitions import contact_files
-from contact_import_pipeline.settings import SensorSettings
+from contact_import_pipeline.io_managers import expired_output_runs, output_store
+from contact_import_pipeline.jobs import celery_job, import_job
+from contact_import_pipeline.keys import IMPORTS_FOLDER, PROCESSED_FOLDER, REJECTS_FOLDER, UnsafeKeyError, parse_import_key
+from contact_import_pipeline.ledger import Ledger
+from contact_import_pipeline.resources import ContactsDatabase
+from contact_import_pipeline.settings import OUTPUT_SWEEP_SECONDS, SensorSettings, output_retention_seconds
+from contact_import_pipeline.vocabulary import IMPORT_JOB_NAME, ORIGIN_TAG, WILL_RETRY_TAG, Origin, RunStatus
 
-IMPORT_JOB_NAME = "import_job"
-FILE_TAG = "contact_import/file"
-WORKSPACE_TAG = "contact_import/workspace"
-ORIGIN_TAG = "contact_import/origin"
-PARTITION_TAG = "dagster/partition"
-# The object version a run imports; lets the sensor skip files already launched by `trigger`.
-VERSION_TAG = "contact_import/version"
+# Runs launched by `contact-import trigger` are looked up from a little before the last tick, and
+# on a sensor's very first tick from this far back.
+_TRIGGER_SCAN_MARGIN = timedelta(seconds=60)
+_FIRST_TRIGGER_SCAN = timedelta(hours=1)
 
 
 @dataclass
 class FileCursor:
     """What the sensor remembers between ticks, as versions per key."""
 
-    requested: dict[str, str] = field(default_factory=dict)  # a run was requested
+    requested: dict[str, str] = field(default_factory=dict)  # a run was requested (or launched by trigger)
     pending: dict[str, str] = field(default_factory=dict)  # seen once, maybe still being written
     refused: dict[str, str] = field(default_factory=dict)  # unsafe key already warned about
+    scanned_at: float = 0.0  # when runs launched by trigger were last looked up
 
     @classmethod
     def parse(cls, raw: str | None) -> FileCursor:
@@ -54,13 +54,14 @@ class FileCursor:
         re-requests files still waiting, and the daemon drops those already run by run_key."""
         try:
             data = json.loads(raw or "{}")
-            return cls(**{name: dict(data.get(name, {})) for name in ("requested", "pending", "refused")})
+            maps = {name: dict(data.get(name, {})) for name in ("requested", "pending", "refused")}
+            return cls(**maps, scanned_at=float(data.get("scanned_at", 0.0)))
         except (ValueError, TypeError, AttributeError):
             return cls()
 
     def dump(self) -> str:
         return json.dumps(
-            {"requested": self.requested, "pending": self.pending, "refused": self.refused},
+            {"requested": self.requested, "pending": self.pending, "refused": self.refused, "scanned_at": self.scanned_at},
             sort_keys=True,
             separators=(",", ":"),
         )
@@ -82,10 +83,51 @@ def _is_settled(obj: BucketObject, cursor: FileCursor, now: float, settle_second
     return cursor.pending.get(obj.key) == obj.version and now - obj.last_modified >= settle_seconds
 
 
-def _already_launched(instance: dg.DagsterInstance, obj: BucketObject) -> bool:
-    """Whether a run for this exact file version exists (e.g. launched by `contact-import trigger`)."""
-    filters = dg.RunsFilter(tags={FILE_TAG: obj.key, VERSION_TAG: obj.version})
-    return bool(instance.get_run_records(filters=filters, limit=1))
+def launched_by_trigger(instance: dg.DagsterInstance, since: datetime) -> set[tuple[str, str]]:
+    """``(key, version)`` of every file in runs `contact-import trigger` launched since ``since``."""
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(job_name=IMPORT_JOB_NAME, tags={ORIGIN_TAG: Origin.GRAPHQL}, created_after=since)
+    )
+    found = set()
+    for record in records:
+        config = record.dagster_run.run_config.get("ops", {}).get("raw_csv", {}).get("config", {})
+        for entry in config.get("files", []):
+            if entry.get("key") and entry.get("version"):
+                found.add((entry["key"], entry["version"]))
+    return found
+
+
+def pack(ready: list[BucketObject], settings: SensorSettings) -> list[list[BucketObject]]:
+    """Group ready files (in upload order) into runs: small files together up to the caps, a large file alone."""
+    runs: list[list[BucketObject]] = []
+    current: list[BucketObject] = []
+    size = 0
+    for obj in ready:
+        if obj.size >= settings.small_file_bytes:
+            runs.append([obj])
+            continue
+        if current and (len(current) >= settings.max_files_per_run or size + obj.size > settings.max_run_bytes):
+            runs.append(current)
+            current, size = [], 0
+        current.append(obj)
+        size += obj.size
+    if current:
+        runs.append(current)
+    runs.sort(key=lambda files: ready.index(files[0]))
+    return runs
+
+
+def run_request(files: list[BucketObject], settings: SensorSettings) -> dg.RunRequest:
+    """One run for these files: in one process when they are small, a process per step for a large one."""
+    in_process = not (len(files) == 1 and files[0].size >= settings.small_file_bytes)
+    config = launch.run_config(
+        [{"key": obj.key, "version": obj.version, "uploaded_at": obj.last_modified} for obj in files], in_process=in_process
+    )
+    return dg.RunRequest(
+        run_key=launch.run_key([(obj.key, obj.version) for obj in files]),
+        run_config=config,
+        tags=launch.run_tags([obj.key for obj in files], Origin.SENSOR),
+    )
 
 
 @dg.sensor(
@@ -94,7 +136,7 @@ def _already_launched(instance: dg.DagsterInstance, obj: BucketObject) -> bool:
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
 def new_files_sensor(context: dg.SensorEvaluationContext, bucket: ContactBucket) -> dg.SensorResult:
-    """Request one import run per new or changed ``<workspace>/imports/<name>.csv``.
+    """Request runs for new or changed ``<workspace>/imports/<name>.csv`` files, packed by size.
 
     A failed listing raises, so the tick fails visibly and the cursor stays where it was: files
     uploaded during an outage are picked up by the first tick that can list again.
@@ -102,10 +144,16 @@ def new_files_sensor(context: dg.SensorEvaluationContext, bucket: ContactBucket)
     settings = SensorSettings.from_env()
     objects = list(bucket.list_objects())  # whole listing first: a failure leaves no partial tick
     previous = FileCursor.parse(context.cursor)
-    cursor = FileCursor()
+    now = time.time()
+    since = (
+        datetime.fromtimestamp(previous.scanned_at, timezone.utc) - _TRIGGER_SCAN_MARGIN
+        if previous.scanned_at
+        else datetime.now(timezone.utc) - _FIRST_TRIGGER_SCAN
+    )
+    launched = launched_by_trigger(context.instance, since)
+    cursor = FileCursor(scanned_at=now)
     ready: list[BucketObject] = []
     waiting = 0
-    now = time.time()
     for obj in objects:
         if not is_upload_candidate(obj.key):
             continue
@@ -116,7 +164,7 @@ def new_files_sensor(context: dg.SensorEvaluationContext, bucket: ContactBucket)
                 context.log.warning(f"Refusing to import {obj.key!r}: {exc}")
             cursor.refused[obj.key] = obj.version
             continue
-        if previous.requested.get(obj.key) == obj.version:
+        if previous.requested.get(obj.key) == obj.version or (obj.key, obj.version) in launched:
             cursor.requested[obj.key] = obj.version
         elif not bucket.shows_partial_uploads() or _is_settled(obj, previous, now, settings.settle_seconds):
             ready.append(obj)
@@ -125,34 +173,18 @@ def new_files_sensor(context: dg.SensorEvaluationContext, bucket: ContactBucket)
             waiting += 1
 
     ready.sort(key=lambda obj: (obj.last_modified, obj.key))
-    chosen, deferred = ready[: settings.max_runs_per_tick], ready[settings.max_runs_per_tick :]
-    for obj in deferred:  # already settled: keep them ready for the next tick
-        cursor.pending[obj.key] = obj.version
-    run_requests = []
-    for obj in chosen:
-        cursor.requested[obj.key] = obj.version
-        if _already_launched(context.instance, obj):
-            continue
-        import_key = parse_import_key(obj.key)
-        run_requests.append(
-            dg.RunRequest(
-                partition_key=obj.key,
-                run_key=f"{obj.key}@{obj.version}",
-                tags={
-                    FILE_TAG: obj.key,
-                    VERSION_TAG: obj.version,
-                    WORKSPACE_TAG: import_key.workspace_id,
-                    ORIGIN_TAG: "sensor",
-                },
-            )
-        )
+    runs = pack(ready, settings)
+    chosen, deferred = runs[: settings.max_runs_per_tick], runs[settings.max_runs_per_tick :]
+    for files in deferred:  # already settled: keep them ready for the next tick
+        for obj in files:
+            cursor.pending[obj.key] = obj.version
+    for files in chosen:
+        for obj in files:
+            cursor.requested[obj.key] = obj.version
     if deferred:
-        context.log.info(f"{len(deferred)} more new files left for the next ticks")
+        context.log.info(f"{sum(len(f) for f in deferred)} more new files left for the next ticks")
     return dg.SensorResult(
-        run_requests=run_requests,
-        dynamic_partitions_requests=(
-            [contact_files.build_add_request([obj.key for obj in chosen])] if chosen else []
-        ),
+        run_requests=[run_request(files, settings) for files in chosen],
         skip_reason=None if chosen else f"no new files ({waiting} still being written)",
         cursor=cursor.dump(),
     )
@@ -164,18 +196,33 @@ def failure_reason(context: dg.RunFailureSensorContext) -> str:
     return "; ".join(reasons) or context.failure_event.message or "the run failed"
 
 
-@dg.run_failure_sensor(monitored_jobs=[import_job], default_status=dg.DefaultSensorStatus.RUNNING)
-def import_failure_sensor(context: dg.RunFailureSensorContext) -> None:
-    """Leave every failed import with ``status=failed`` and its reason, and say who is affected.
+_monitored = [job for job in (import_job, celery_job()) if job is not None]
 
-    The import's own code marks the file-level errors it catches; this covers what it cannot:
+
+@dg.run_failure_sensor(monitored_jobs=_monitored, default_status=dg.DefaultSensorStatus.RUNNING)
+def import_failure_sensor(context: dg.RunFailureSensorContext, contacts_db: ContactsDatabase) -> None:
+    """Leave every import of a failed run explained: unfinished ones become ``interrupted`` with the
+    reason (and whether Dagster retries the run), and the run's status tag says ``failed``.
+
+    The import's own code records the file-level errors it catches; this covers what it cannot:
     a crashed or killed run worker, a database outage after the retries, a bug.
     """
     run = context.instance.get_run_by_id(context.dagster_run.run_id) or context.dagster_run
     current = progress.read_progress(run.tags)
     reason = current.get("error") or failure_reason(context)
-    if current.get("status") != "failed" or not current.get("error"):
-        progress.report(context.instance, run.run_id, status="failed", error=reason)
-    file = run.tags.get(FILE_TAG) or run.tags.get(PARTITION_TAG) or "(unknown file)"
-    workspace = run.tags.get(WORKSPACE_TAG) or "(unknown workspace)"
-    context.log.error(f"contact import failed: run {run.run_id}, file {file}, workspace {workspace}: {reason}")
+    if current.get("status") != RunStatus.FAILED or not current.get("error"):
+        progress.report(context.instance, run.run_id, status=RunStatus.FAILED, error=reason)
+    retrying = run.tags.get(WILL_RETRY_TAG) == "true"
+    note = reason + (" (the run is retried automatically)" if retrying else "")
+    interrupted = Ledger(contacts_db.store()).interrupt_run(run.root_run_id or run.run_id, note)
+    context.log.error(f"contact import run {run.run_id} failed, {len(interrupted)} imports interrupted: {note}")
+
+
+@dg.sensor(minimum_interval_seconds=OUTPUT_SWEEP_SECONDS, default_status=dg.DefaultSensorStatus.RUNNING)
+def step_outputs_sweep(context: dg.SensorEvaluationContext, bucket: ContactBucket) -> dg.SkipReason:
+    """Delete step outputs of runs that succeeded (or whose re-execution did), and of failed runs
+    older than the retention time: they hold the imported files' personal data."""
+    store = output_store(context.instance, bucket)
+    expired = expired_output_runs(context.instance, store.runs(), output_retention_seconds())
+    store.delete_runs(expired)
+    return dg.SkipReason(f"deleted the step outputs of {len(expired)} runs")

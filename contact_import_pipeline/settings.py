@@ -74,6 +74,19 @@ DEFAULT_SENSOR_INTERVAL_SECONDS = 15
 # near 15 s; a bigger drop is requested oldest first over the following ticks.
 SENSOR_MAX_RUNS_ENV = "CONTACT_SENSOR_MAX_RUNS_PER_TICK"
 DEFAULT_SENSOR_MAX_RUNS_PER_TICK = 50
+# Packing uploads into runs. Files below SMALL_FILE_BYTES share a run that executes in one process
+# (one start-up for all of them); a larger file gets a run of its own with a process per step,
+# where its phones use every core and 5 batches insert at once. 20 MB (~180k rows) is where the
+# two cost the same on 2 cores (bench/README.md, line many_files). A run holds at most
+# MAX_FILES_PER_RUN files and MAX_RUN_BYTES bytes, so its memory stays well under 1 GiB and a
+# retried run redoes little.
+SMALL_FILE_BYTES_ENV = "CONTACT_SENSOR_SMALL_FILE_BYTES"
+DEFAULT_SMALL_FILE_BYTES = 20 * 1024 * 1024
+MAX_FILES_PER_RUN_ENV = "CONTACT_SENSOR_MAX_FILES_PER_RUN"
+DEFAULT_MAX_FILES_PER_RUN = 200
+MAX_RUN_BYTES_ENV = "CONTACT_SENSOR_MAX_RUN_BYTES"
+DEFAULT_MAX_RUN_BYTES = 64 * 1024 * 1024
+
 # A local file must be unchanged between two ticks and this old before it is imported, so a copy
 # still in progress (or paused for a moment) is never read half-written. S3 uploads are atomic.
 SENSOR_SETTLE_SECONDS = 2.0
@@ -81,11 +94,14 @@ SENSOR_SETTLE_SECONDS = 2.0
 
 @dataclass(frozen=True)
 class SensorSettings:
-    """How often the new-file sensor looks and how much one tick may launch."""
+    """How often the new-file sensor looks, how it packs files into runs and how much one tick may launch."""
 
     interval_seconds: int = DEFAULT_SENSOR_INTERVAL_SECONDS
     max_runs_per_tick: int = DEFAULT_SENSOR_MAX_RUNS_PER_TICK
     settle_seconds: float = SENSOR_SETTLE_SECONDS
+    small_file_bytes: int = DEFAULT_SMALL_FILE_BYTES
+    max_files_per_run: int = DEFAULT_MAX_FILES_PER_RUN
+    max_run_bytes: int = DEFAULT_MAX_RUN_BYTES
 
     @classmethod
     def from_env(cls) -> "SensorSettings":
@@ -93,7 +109,47 @@ class SensorSettings:
         return cls(
             interval_seconds=_env_int(SENSOR_INTERVAL_ENV, DEFAULT_SENSOR_INTERVAL_SECONDS),
             max_runs_per_tick=_env_int(SENSOR_MAX_RUNS_ENV, DEFAULT_SENSOR_MAX_RUNS_PER_TICK),
+            small_file_bytes=_env_int(SMALL_FILE_BYTES_ENV, DEFAULT_SMALL_FILE_BYTES),
+            max_files_per_run=_env_int(MAX_FILES_PER_RUN_ENV, DEFAULT_MAX_FILES_PER_RUN),
+            max_run_bytes=_env_int(MAX_RUN_BYTES_ENV, DEFAULT_MAX_RUN_BYTES),
         )
+
+
+# Automatic run retries (dagster.yaml ``run_retries``, strategy ALL_STEPS). Dagster starts a retry
+# at once; the retry then waits base * 2^(n-1) seconds (at most the cap) before it works, so a
+# database or bucket outage of a few minutes is outlasted without anyone acting.
+RUN_RETRY_DELAY_ENV = "CONTACT_IMPORT_RETRY_DELAY_SECONDS"
+DEFAULT_RUN_RETRY_DELAY_SECONDS = 15
+RUN_RETRY_MAX_DELAY_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class RunRetrySettings:
+    """Backoff of automatic run retries."""
+
+    base_seconds: float = DEFAULT_RUN_RETRY_DELAY_SECONDS
+    max_seconds: float = RUN_RETRY_MAX_DELAY_SECONDS
+
+    def delay_seconds(self, retry: int) -> float:
+        """Seconds retry number ``retry`` (1, 2, ...) waits before it starts working."""
+        return min(self.max_seconds, self.base_seconds * 2 ** max(0, retry - 1))
+
+    @classmethod
+    def from_env(cls) -> "RunRetrySettings":
+        return cls(base_seconds=_env_int(RUN_RETRY_DELAY_ENV, DEFAULT_RUN_RETRY_DELAY_SECONDS))
+
+
+# Step outputs (pickled stage values) of runs with a process per step. They are deleted once the
+# run (or a re-execution of it) succeeds; a failed run keeps them this long, so that it can still
+# be re-executed from failure, then they go too: they hold the files' personal data.
+OUTPUT_RETENTION_ENV = "CONTACT_IMPORT_OUTPUT_RETENTION_HOURS"
+DEFAULT_OUTPUT_RETENTION_HOURS = 72
+# The sweep that deletes them runs this often.
+OUTPUT_SWEEP_SECONDS = 30
+
+
+def output_retention_seconds() -> float:
+    return _env_int(OUTPUT_RETENTION_ENV, DEFAULT_OUTPUT_RETENTION_HOURS) * 3600.0
 
 
 # Largest options sidecar (<file>.csv.json) read. Real options are a few hundred bytes; the cap

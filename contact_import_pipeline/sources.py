@@ -9,11 +9,11 @@ from contact_import_pipeline.bucket import ContactBucket
 from contact_import_pipeline.errors import CsvFileError, OptionsError
 from contact_import_pipeline.keys import parse_import_key
 from contact_import_pipeline.options import ResolvedOptions
+from contact_import_pipeline.settings import URL_TIMEOUT_SECONDS
 from contact_import_pipeline.url_source import allow_private_urls_from_env, fetch_url
 
 # Set only by the in-process CLI: a run launched over GraphQL must never read the server's files.
 ALLOW_LOCAL_SOURCES_ENV = "CONTACT_IMPORT_ALLOW_LOCAL_SOURCES"
-URL_TIMEOUT_SECONDS = 60.0
 
 
 def source_name(options: ResolvedOptions) -> str:
@@ -21,7 +21,7 @@ def source_name(options: ResolvedOptions) -> str:
     source = options.source
     if source.startswith(("http://", "https://")):
         return source.split("?", 1)[0]
-    return Path(source).name if source else options.partition_key
+    return Path(source).name if source else options.key
 
 
 def read_source(options: ResolvedOptions, bucket: ContactBucket, max_bytes: int) -> bytes:
@@ -37,7 +37,7 @@ def read_source(options: ResolvedOptions, bucket: ContactBucket, max_bytes: int)
         if os.environ.get(ALLOW_LOCAL_SOURCES_ENV) != "1":
             raise OptionsError("local file sources are only accepted by `contact-import import`")
         return _read_local(Path(source), max_bytes)
-    return _read_bucket(options.partition_key, bucket, max_bytes)
+    return _read_bucket(options.key, bucket, max_bytes)
 
 
 def _read_local(path: Path, max_bytes: int) -> bytes:

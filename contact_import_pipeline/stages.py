@@ -1,13 +1,17 @@
-"""The import's stages as plain functions: normalize, dedupe, plan batches, summarize.
+"""The import's stages as plain functions over the imports of one run.
 
-Data moves forward only. Each stage returns a value that carries what the earlier stages learned
+Data moves forward only. Each stage returns values that carry what the earlier stages learned
 (options, row reasons, timings), so every count can be traced to rows and every row to a reason.
+A run carries one or more imports (uploaded files); each keeps its own counts and rejects, and the
+run's files are deduplicated as if they had been imported one after another in upload order.
 The Dagster assets in ``assets.py`` only call these.
 """
 
 from __future__ import annotations
 
 import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,27 +19,48 @@ import pandas as pd
 import pyarrow.compute as pc
 
 from contact_import_pipeline.columns import CONTACT_FIELDS, ColumnPlan, apply_plan, plan_columns
-from contact_import_pipeline.contacts_store import BATCH_COLUMNS, ON_DUPLICATE_UPDATE, BatchOutcome, ContactsStore
+from contact_import_pipeline.contacts_store import BATCH_COLUMNS, BatchImport, BatchOutcome
 from contact_import_pipeline.csv_reading import CsvTable, text_column
 from contact_import_pipeline.options import ResolvedOptions
 from contact_import_pipeline.phones import normalize_phone_column
 from contact_import_pipeline.rejects import Reject, RejectTable
 from contact_import_pipeline.settings import FIRST_ERRORS
+from contact_import_pipeline.vocabulary import ImportStatus, OnDuplicate, Reason
+
+# Existing phones of a workspace among the given ones: (workspace_id, phones) -> found.
+Lookup = Callable[[str, Sequence[str]], set[str]]
+
+
+@dataclass(frozen=True)
+class SettledImport:
+    """An import this run does no more work on: it failed as a file, or an earlier attempt completed it."""
+
+    import_id: str
+    position: int
+    key: str
+    workspace_id: str
+    status: str
+    error: str | None = None
 
 
 @dataclass
 class RawImport:
-    """Output of ``raw_csv``: the resolved options and the decoded table."""
+    """One file of the run, read: its resolved options and the decoded table."""
 
+    import_id: str
+    position: int
     options: ResolvedOptions
+    source: str  # the name shown to people
     table: CsvTable
     timings: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
 class NormalizedImport:
-    """Output of ``normalized_contacts``: mapped fields and E.164 phones for rows that have one."""
+    """Mapped fields and E.164 phones for the rows of one import that have one."""
 
+    import_id: str
+    position: int
     options: ResolvedOptions
     source: str
     header: list[str]
@@ -52,37 +77,86 @@ class NormalizedImport:
 
 @dataclass
 class DedupedImport:
-    """Output of ``deduped_contacts``: the contacts to insert and every row set aside so far."""
+    """The rows of one import to insert, and every row set aside so far.
 
+    ``contacts`` go in with the run's first batches. ``later`` are rows of an ``update`` import
+    whose phone an earlier file of the same run and workspace adds: they merge into that contact
+    after it exists, in phase ``phase`` (2 for the second file carrying the phone, and so on).
+    """
+
+    import_id: str
+    position: int
     options: ResolvedOptions
     source: str
     header: list[str]
     plan: ColumnPlan
     contacts: pd.DataFrame
+    later: pd.DataFrame  # same columns + phase
     rejects: RejectTable
     total: int
     encoding: str
     delimiter: str
     timings: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def skipped_before(self) -> int:
+        return sum(self.rejects.counts(skipped=True).values())
+
+    @property
+    def failed_before(self) -> int:
+        return len(self.rejects) - self.skipped_before
+
+    def batch_import(self) -> BatchImport:
+        """What a batch needs to know about this import's rows."""
+        metadata = {"import_tag": self.options.import_tag}
+        if self.options.board_phone_number:
+            metadata["board_phone_number"] = self.options.board_phone_number
+        return BatchImport(
+            import_id=self.import_id,
+            workspace_id=self.options.workspace_id,
+            import_tag=self.options.import_tag,
+            metadata=metadata,
+        )
+
+
+@dataclass
+class RunStage:
+    """A stage's value: every import of the run in upload order, and the run's batch size.
+
+    Imports that need no more work travel as ``SettledImport`` so that the run's summary still
+    lists them.
+    """
+
+    run_key: str  # the root run id: names the run's batches and their locks
+    batch_size: int
+    imports: list
+
+    def working(self) -> list:
+        return [item for item in self.imports if not isinstance(item, SettledImport)]
+
+    def with_imports(self, imports: list) -> RunStage:
+        return RunStage(self.run_key, self.batch_size, imports)
+
 
 @dataclass(frozen=True)
 class Batch:
-    """One insert batch: a transaction and a Dagster step.
+    """One insert batch: a transaction and, in the first phase, a Dagster step.
 
-    The rows travel as a small Arrow-backed frame (BATCH_COLUMNS + row), not as Python tuples:
-    a million contacts as tuples of str objects would cost gigabytes while planning, and the
-    insert streams the frame to the database as CSV without building them.
+    The rows travel as a small Arrow-backed frame (BATCH_COLUMNS + row + import), not as Python
+    tuples: a million contacts as tuples of str objects would cost gigabytes while planning, and
+    the insert streams the frame to the database as CSV without building them. ``import`` is the
+    position of the row's import in ``imports``; a batch may hold rows of several imports.
     """
 
-    import_id: str
+    run_key: str
     index: int
-    count: int
-    options: ResolvedOptions
+    count: int  # batches of the first phase (live progress "batch k of N")
+    update: bool
+    imports: tuple[BatchImport, ...]
     frame: pd.DataFrame
-    skipped_before: int  # rows set aside as duplicates before inserting (for live progress)
+    total: int  # data rows in the run's files (live progress)
+    skipped_before: int  # rows set aside as duplicates before inserting
     failed_before: int  # rows that failed before inserting
-    total: int  # data rows in the file
 
 
 @dataclass(frozen=True)
@@ -90,12 +164,12 @@ class BatchResult:
     """What an insert step returns to ``summarize``."""
 
     index: int
-    outcome: BatchOutcome
+    outcomes: dict[str, BatchOutcome]
     started_at: float  # wall-clock times, so summarize can tell how long the batches took together
     finished_at: float
 
 
-def insert_wall_seconds(results: list[BatchResult]) -> float:
+def insert_wall_seconds(results: Sequence[BatchResult]) -> float:
     """From the first batch's start to the last one's end: batches overlap, so their own
     durations would add up to more than the time they took."""
     if not results:
@@ -111,31 +185,32 @@ def _phones(mapped: pd.DataFrame, default_region: str) -> tuple[pd.Series, np.nd
     return phones, why
 
 
-def normalize(raw_import: RawImport) -> NormalizedImport:
+def normalize(raw: RawImport) -> NormalizedImport:
     """Map headers to contact fields and phones to E.164; rows without a valid phone fail."""
     started = time.perf_counter()
-    options, table = raw_import.options, raw_import.table
-    plan = plan_columns(table.header, options.column_mapping, table.source)
+    options, table = raw.options, raw.table
+    plan = plan_columns(table.header, options.column_mapping, raw.source)
     mapped = apply_plan(table.frame, plan)
     mapped["phone_number"], reasons = _phones(mapped, options.default_region)
     mapped["row"] = table.rows
     rejects = [RejectTable.from_rejects(
         Reject(row=r.row, reason=r.reason, detail=r.detail, values=list(r.values)) for r in table.rejects
     )]
-    for reason in ("missing_phone", "invalid_phone"):
+    for reason in (Reason.MISSING_PHONE, Reason.INVALID_PHONE):
         positions = np.flatnonzero(reasons == reason)
         detail = (
             "no phone number"
-            if reason == "missing_phone"
+            if reason == Reason.MISSING_PHONE
             else "not a valid phone number: '" + mapped["phone_raw"].iloc[positions].reset_index(drop=True) + "'"
         )
         rejects.append(RejectTable.from_raw(table.frame, positions, table.rows[positions], reason, detail))
     good = pd.isna(reasons) | (reasons == None)  # noqa: E711 - elementwise test of an object array
     contacts = mapped.loc[good, [*CONTACT_FIELDS, "phone_number", "phone_raw", "row"]].reset_index(drop=True)
-    timings = dict(raw_import.timings, phones=time.perf_counter() - started)
     return NormalizedImport(
+        import_id=raw.import_id,
+        position=raw.position,
         options=options,
-        source=table.source,
+        source=raw.source,
         header=table.header,
         plan=plan,
         raw=table.frame,
@@ -145,97 +220,229 @@ def normalize(raw_import: RawImport) -> NormalizedImport:
         total=len(table.frame) + len(table.rejects),
         encoding=table.encoding,
         delimiter=table.delimiter,
-        timings=timings,
+        timings=dict(raw.timings, phones=time.perf_counter() - started),
     )
 
 
-def dedupe(normalized: NormalizedImport, store: ContactsStore) -> DedupedImport:
-    """Skip later copies of a phone within the file, then phones already in the workspace.
-
-    Only this file's phones are looked up, so the cost follows the file, not the workspace.
-    With ``on_duplicate="update"`` phones already in the workspace stay in the batches, where the
-    insert merges them into the existing contacts.
-    """
-    started = time.perf_counter()
-    contacts = normalized.contacts
-    workspace_id = normalized.options.workspace_id
-    phones = contacts["phone_number"]
-    rows = contacts["row"].to_numpy()
+def _first_copies(phones: pd.Series, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mask of later copies of a phone within the file, line number of each row's first copy)."""
     # Codes instead of hashing Python strings: Arrow's dictionary encoding keeps this in C.
     codes, _ = pd.factorize(phones)
     _, first_position = np.unique(codes, return_index=True)
-    in_file = np.ones(len(contacts), dtype=bool)
-    in_file[first_position] = False
-    existing = (
-        set()
-        if normalized.options.on_duplicate == ON_DUPLICATE_UPDATE
-        else store.existing_phones(workspace_id, phones[~in_file].reset_index(drop=True))
-    )
-    is_existing = (phones.isin(existing).to_numpy() & ~in_file) if existing else np.zeros(len(contacts), dtype=bool)
-    rejects = [normalized.rejects]
+    later = np.ones(len(phones), dtype=bool)
+    later[first_position] = False
+    return later, rows[first_position][codes] if len(codes) else rows
+
+
+def dedupe(imports: Sequence[NormalizedImport], lookup: Lookup) -> list[DedupedImport]:
+    """Skip later copies of a phone within a file, then phones the workspace already has, in upload order.
+
+    A phone that an earlier file of the run adds to the same workspace counts as existing for the
+    later file, exactly as if the files had run one after another. Only the run's own phones are
+    looked up (one lookup per workspace), so the cost follows the files, not the workspace.
+    With ``on_duplicate="update"`` existing phones stay in the batches, where the insert merges
+    them; a phone an earlier file of the run adds is merged after that file's batches.
+    """
+    started = time.perf_counter()
+    ordered = sorted(imports, key=lambda i: i.position)
+    firsts = {i.import_id: _first_copies(i.contacts["phone_number"], i.contacts["row"].to_numpy()) for i in ordered}
+    candidates: dict[str, list[pd.Series]] = defaultdict(list)
+    for item in ordered:
+        if item.options.on_duplicate == OnDuplicate.SKIP:
+            later, _ = firsts[item.import_id]
+            candidates[item.options.workspace_id].append(item.contacts["phone_number"][~later])
+    existing = {
+        workspace_id: lookup(workspace_id, pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0].reset_index(drop=True))
+        for workspace_id, parts in candidates.items()
+    }
+    sharing = {ws for ws, n in Counter(i.options.workspace_id for i in ordered).items() if n > 1}
+    added_in_run: dict[str, dict[str, tuple[int, str]]] = defaultdict(dict)  # ws -> phone -> (times, first file)
+    out = []
+    for item in ordered:
+        out.append(_dedupe_one(item, firsts[item.import_id], existing.get(item.options.workspace_id, set()), added_in_run, item.options.workspace_id in sharing))
+    seconds = (time.perf_counter() - started) / max(1, len(out))
+    for deduped in out:
+        deduped.timings["dedup"] = seconds
+    return out
+
+
+def _dedupe_one(
+    item: NormalizedImport,
+    first: tuple[np.ndarray, np.ndarray],
+    existing: set[str],
+    added_in_run: dict[str, dict[str, tuple[int, str]]],
+    shares_workspace: bool,
+) -> DedupedImport:
+    contacts = item.contacts
+    workspace_id = item.options.workspace_id
+    update = item.options.on_duplicate == OnDuplicate.UPDATE
+    phones = contacts["phone_number"]
+    rows = contacts["row"].to_numpy()
+    in_file, first_row = first
+    earlier = added_in_run[workspace_id]
+    in_run = (phones.isin(earlier.keys()).to_numpy() & ~in_file) if earlier else np.zeros(len(contacts), dtype=bool)
+    is_existing = (phones.isin(existing).to_numpy() & ~in_file & ~in_run) if existing else np.zeros(len(contacts), dtype=bool)
+    rejects = [item.rejects]
     if in_file.any():
-        first_row = rows[first_position][codes[in_file]]
-        detail = "same phone " + phones[in_file].reset_index(drop=True) + " as row " + pd.Series(first_row).astype("str")
-        rejects.append(_raw_rejects(normalized, rows[in_file], "duplicate_in_file", detail))
+        detail = "same phone " + phones[in_file].reset_index(drop=True) + " as row " + pd.Series(first_row[in_file]).astype("str")
+        rejects.append(_raw_rejects(item, rows[in_file], Reason.DUPLICATE_IN_FILE, detail))
     if is_existing.any():
         dups = contacts.loc[is_existing, ["phone_number", "row"]].reset_index(drop=True)
         detail = dups["phone_number"] + f" already exists in workspace {workspace_id}"
-        rejects.append(_raw_rejects(normalized, dups["row"].to_numpy(), "duplicate_existing", detail))
-    keep = ~(in_file | is_existing)
-    timings = dict(normalized.timings, dedup=time.perf_counter() - started)
+        rejects.append(_raw_rejects(item, dups["row"].to_numpy(), Reason.DUPLICATE_EXISTING, detail))
+    later = contacts.iloc[0:0].assign(phase=pd.Series([], dtype="int64"))
+    if in_run.any() and update:
+        later = contacts.loc[in_run].reset_index(drop=True)
+        later["phase"] = np.array([earlier[p][0] + 1 for p in later["phone_number"]], dtype=np.int64)
+    elif in_run.any():
+        dups = contacts.loc[in_run, ["phone_number", "row"]].reset_index(drop=True)
+        detail = pd.Series(
+            [f"{p} already exists in workspace {workspace_id} (added by {earlier[p][1]} earlier in this run)" for p in dups["phone_number"]],
+            dtype="str",
+        )
+        rejects.append(_raw_rejects(item, dups["row"].to_numpy(), Reason.DUPLICATE_EXISTING, detail))
+    keep = ~(in_file | is_existing | in_run)
+    planned = contacts.loc[keep].reset_index(drop=True)
+    if shares_workspace:  # only a later file of the same workspace can meet these phones again
+        for phone in planned["phone_number"]:
+            earlier[phone] = (1, item.options.key)
+        for phone, phase in zip(later["phone_number"], later["phase"]):
+            earlier[phone] = (int(phase), earlier[phone][1])
     return DedupedImport(
-        options=normalized.options,
-        source=normalized.source,
-        header=normalized.header,
-        plan=normalized.plan,
-        contacts=contacts.loc[keep].reset_index(drop=True),
+        import_id=item.import_id,
+        position=item.position,
+        options=item.options,
+        source=item.source,
+        header=item.header,
+        plan=item.plan,
+        contacts=planned,
+        later=later,
         rejects=RejectTable.concat(rejects),
-        total=normalized.total,
-        encoding=normalized.encoding,
-        delimiter=normalized.delimiter,
-        timings=timings,
+        total=item.total,
+        encoding=item.encoding,
+        delimiter=item.delimiter,
+        timings=dict(item.timings),
     )
 
 
-def _raw_rejects(normalized: NormalizedImport, rows: np.ndarray, reason: str, detail: pd.Series) -> RejectTable:
-    positions = np.searchsorted(normalized.raw_rows, rows)
-    return RejectTable.from_raw(normalized.raw, positions, rows, reason, detail)
+def _raw_rejects(item: NormalizedImport, rows: np.ndarray, reason: str, detail: pd.Series) -> RejectTable:
+    positions = np.searchsorted(item.raw_rows, rows)
+    return RejectTable.from_raw(item.raw, positions, rows, reason, detail)
 
 
-def plan_batches(deduped: DedupedImport, import_id: str) -> list[Batch]:
-    """Split the contacts to insert into batches; an empty import still plans one empty batch.
+# --- batches ------------------------------------------------------------------------------------
 
-    The empty batch keeps the run's shape the same for every file (summarize always runs after
-    at least one recorded outcome), and costs one no-op transaction.
+
+@dataclass(frozen=True)
+class _Lane:
+    """Rows inserted together, in upload order: first-phase skips, first-phase updates, then each later phase."""
+
+    phase: int
+    update: bool
+    parts: list[tuple[int, pd.DataFrame]]  # (index into the run's deduped imports, rows)
+
+    @property
+    def rows(self) -> int:
+        return sum(len(frame) for _, frame in self.parts)
+
+
+def _lanes(deduped: Sequence[DedupedImport]) -> list[_Lane]:
+    lanes = [
+        _Lane(1, False, [(i, d.contacts) for i, d in enumerate(deduped) if d.options.on_duplicate == OnDuplicate.SKIP and len(d.contacts)]),
+        _Lane(1, True, [(i, d.contacts) for i, d in enumerate(deduped) if d.options.on_duplicate == OnDuplicate.UPDATE and len(d.contacts)]),
+    ]
+    phases = sorted({int(p) for d in deduped for p in d.later["phase"].unique()})
+    for phase in phases:
+        parts = [(i, d.later[d.later["phase"] == phase]) for i, d in enumerate(deduped)]
+        lanes.append(_Lane(phase, True, [(i, frame) for i, frame in parts if len(frame)]))
+    return [lane for lane in lanes if lane.rows]
+
+
+def _chunks(lane: _Lane, size: int) -> Iterator[list[tuple[int, int, int]]]:
+    """(import index, start, stop) pieces of each batch of ``size`` rows, walking the lane in order."""
+    pieces: list[tuple[int, int, int]] = []
+    room = size
+    for index, frame in lane.parts:
+        start = 0
+        while start < len(frame):
+            stop = min(len(frame), start + room)
+            pieces.append((index, start, stop))
+            room -= stop - start
+            start = stop
+            if room == 0:
+                yield pieces
+                pieces, room = [], size
+    if pieces:
+        yield pieces
+
+
+def batch_membership(deduped: Sequence[DedupedImport], batch_size: int) -> tuple[int, dict[str, list[int]]]:
+    """(first-phase batch count, the batch indexes holding rows of each import), from row counts only."""
+    members: dict[str, list[int]] = {d.import_id: [] for d in deduped}
+    index = 0
+    first_phase = 0
+    for lane in _lanes(deduped):
+        for pieces in _chunks(lane, batch_size):
+            for position in sorted({i for i, _, _ in pieces}):
+                members[deduped[position].import_id].append(index)
+            index += 1
+            first_phase += lane.phase == 1
+    return max(1, first_phase), members
+
+
+def plan_batches(deduped: Sequence[DedupedImport], batch_size: int, run_key: str) -> tuple[list[Batch], list[Batch]]:
+    """Split the rows to insert into batches: (first phase, later phases in order).
+
+    First-phase batches run as Dagster steps, several at once; later-phase batches (updates of
+    phones an earlier file of the run adds) run after them, one by one. A run with nothing to
+    insert still plans one empty batch, so the run's shape is the same for every set of files.
+    Batches are numbered across phases, and the same imports give the same batches on every
+    attempt.
     """
-    frame = deduped.contacts
-    size = deduped.options.batch_size
-    count = max(1, -(-len(frame) // size))
-    columns = [*BATCH_COLUMNS, "row"]
-    skipped_before = sum(deduped.rejects.counts(skipped=True).values())
-    failed_before = len(deduped.rejects) - skipped_before
-    batches = []
-    for index in range(count):
-        lo, hi = index * size, min((index + 1) * size, len(frame))
-        batches.append(
-            Batch(
-                import_id=import_id,
+    count, _ = batch_membership(deduped, batch_size)
+    total = sum(d.total for d in deduped)
+    skipped_before = sum(d.skipped_before for d in deduped)
+    failed_before = sum(d.failed_before for d in deduped)
+    shares = [d.batch_import() for d in deduped]
+    first: list[Batch] = []
+    later: list[Batch] = []
+    index = 0
+    for lane in _lanes(deduped):
+        frames = dict(lane.parts)
+        for pieces in _chunks(lane, batch_size):
+            members = sorted({i for i, _, _ in pieces})
+            local = {position: n for n, position in enumerate(members)}
+            frame = pd.concat(
+                [frames[i].iloc[start:stop][[*BATCH_COLUMNS, "row"]].assign(**{"import": local[i]}) for i, start, stop in pieces],
+                ignore_index=True,
+            )
+            batch = Batch(
+                run_key=run_key,
                 index=index,
                 count=count,
-                options=deduped.options,
-                frame=frame.iloc[lo:hi][columns].reset_index(drop=True),
+                update=lane.update,
+                imports=tuple(shares[i] for i in members),
+                frame=frame,
+                total=total,
                 skipped_before=skipped_before,
                 failed_before=failed_before,
-                total=deduped.total,
             )
-        )
-    return batches
+            (first if lane.phase == 1 else later).append(batch)
+            index += 1
+    if not first:
+        empty = pd.DataFrame({c: pd.Series([], dtype="str") for c in BATCH_COLUMNS}).assign(row=pd.Series([], dtype="int64"), **{"import": pd.Series([], dtype="int64")})
+        first.append(Batch(run_key, 0, 1, False, (), empty, total, skipped_before, failed_before))
+    return first, later
+
+
+# --- summaries ----------------------------------------------------------------------------------
 
 
 @dataclass
 class Summary:
     """The final counts of one import, in the reference design's terms plus reasons."""
 
+    import_id: str
     status: str
     workspace_id: str
     import_tag: str
@@ -270,7 +477,7 @@ class Summary:
         }
 
     def as_dict(self) -> dict[str, object]:
-        """Everything but the rejected rows themselves: the ``contacts`` asset's value."""
+        """Everything but the rejected rows themselves."""
         return {
             "status": self.status,
             "workspace_id": self.workspace_id,
@@ -291,29 +498,29 @@ class AccountingError(RuntimeError):
     """The counts do not add up, or a planned batch has no recorded outcome: never report success."""
 
 
-def summarize(deduped: DedupedImport, planned: int, outcomes: dict[int, BatchOutcome], insert_seconds: float) -> Summary:
-    """Total the recorded batch outcomes and the rows set aside; fail if anything is missing.
+def summarize(deduped: DedupedImport, planned: Sequence[int], outcomes: dict[int, BatchOutcome], insert_seconds: float) -> Summary:
+    """Total one import's recorded batch outcomes and the rows it set aside; fail if anything is missing.
 
-    ``outcomes`` come from the database, not from Dagster, because a re-execution can skip steps
-    that never ran and still report success.
+    ``planned`` are the batches holding its rows; ``outcomes`` come from the database, not from
+    Dagster, because a re-execution can skip steps that never ran and still report success.
     """
-    missing = sorted(set(range(planned)) - set(outcomes))
+    missing = sorted(set(planned) - set(outcomes))
     if missing:
         shown = ", ".join(str(i) for i in missing[:20])
         raise AccountingError(
-            f"{len(missing)} of {planned} planned batches have no recorded outcome (batch {shown}); "
-            "re-execute the run with ALL_STEPS (inserts are idempotent)"
+            f"{deduped.options.key}: {len(missing)} of {len(planned)} planned batches have no recorded outcome "
+            f"(batch {shown}); re-execute the run with ALL_STEPS (inserts are idempotent)"
         )
     late: list[Reject] = []
     conflict_rows = [row for index in sorted(outcomes) for row in outcomes[index].conflict_rows]
     if conflict_rows:
-        by_row = deduped.contacts.set_index("row")
+        by_row = pd.concat([deduped.contacts, deduped.later.drop(columns="phase")], ignore_index=True).set_index("row")
         for row in conflict_rows:
             record = by_row.loc[row]
             late.append(
                 Reject(
                     row=int(row),
-                    reason="duplicate_existing",
+                    reason=Reason.DUPLICATE_EXISTING,
                     detail=f"{record['phone_number']} was added to the workspace by another import meanwhile",
                     values=_values_from_plan(deduped, record),
                 )
@@ -325,14 +532,15 @@ def summarize(deduped: DedupedImport, planned: int, outcomes: dict[int, BatchOut
     skipped, failed = sum(skipped_by.values()), sum(failed_by.values())
     if imported + updated + skipped + failed != deduped.total:
         raise AccountingError(
-            f"counts do not add up for {deduped.source}: imported {imported} + updated {updated} + skipped "
+            f"counts do not add up for {deduped.options.key}: imported {imported} + updated {updated} + skipped "
             f"{skipped} + failed {failed} != total {deduped.total}"
         )
     return Summary(
-        status="completed",
+        import_id=deduped.import_id,
+        status=ImportStatus.COMPLETED,
         workspace_id=deduped.options.workspace_id,
         import_tag=deduped.options.import_tag,
-        file=deduped.options.partition_key,
+        file=deduped.options.key,
         total=deduped.total,
         imported=imported,
         updated=updated,

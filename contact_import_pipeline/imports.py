@@ -1,0 +1,181 @@
+"""Opening and closing the imports of one run: claim them in the ledger, read each file on its
+own, and at the end write each import's rejects file, clean up its source and record its outcome.
+
+A file-level error (bad options, an unreadable or missing file, no phone column) ends that import
+only: it is recorded ``failed`` with its reason and the run goes on with its other files. Errors
+of the infrastructure (bucket or database unreachable) are raised, so the run fails and is retried.
+No Dagster here: the assets call these with their resources.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from contact_import_pipeline.bucket import ContactBucket
+from contact_import_pipeline.csv_reading import read_csv_loaded
+from contact_import_pipeline.errors import ImportFileError, OptionsError
+from contact_import_pipeline.keys import UnsafeKeyError, parse_import_key
+from contact_import_pipeline.ledger import ImportClaim, ImportResult, Ledger
+from contact_import_pipeline.options import FileImport, ResolvedOptions, file_key, resolve_options
+from contact_import_pipeline.rejects import rejects_csv
+from contact_import_pipeline.settings import Limits
+from contact_import_pipeline.sources import read_source, source_name
+from contact_import_pipeline.stages import DedupedImport, RawImport, SettledImport, Summary
+from contact_import_pipeline.vocabulary import Cleanup, ImportStatus
+
+
+def import_id_for(root_run_id: str, key: str) -> str:
+    """The id an import's batches and ledger row are recorded under, shared by a run and all its
+    re-executions (the root run id, not the run id: a per-run id would make the summary miss every
+    batch a re-execution inserted, or count the crashed run's rows as skipped)."""
+    return f"{root_run_id}:{key}"
+
+
+@dataclass(frozen=True)
+class _Opened:
+    position: int
+    import_id: str
+    key: str
+    options: ResolvedOptions | None
+    error: str | None
+
+
+def _open(position: int, config: FileImport, root_run_id: str, seen: set[str], bucket: ContactBucket, run_started: datetime) -> _Opened:
+    """Resolve one file's key and options; a user error becomes the import's failure."""
+    try:
+        key = file_key(config)
+    except OptionsError as exc:
+        return _Opened(position, import_id_for(root_run_id, f"#{position + 1}"), f"(file {position + 1})", None, str(exc))
+    import_id = import_id_for(root_run_id, key)
+    if key in seen:
+        return _Opened(position, f"{import_id}#{position + 1}", key, None, f"{key}: listed more than once in this run")
+    seen.add(key)
+    try:
+        upload_options = bucket.read_options(key) if not config.source.strip() and _in_bucket(bucket, key) else {}
+        return _Opened(position, import_id, key, resolve_options(config, upload_options, run_started), None)
+    except (OptionsError, ImportFileError) as exc:
+        return _Opened(position, import_id, key, None, str(exc))
+
+
+def _in_bucket(bucket: ContactBucket, key: str) -> bool:
+    try:
+        return bucket.exists(key)
+    except UnsafeKeyError:
+        return False  # resolve_options refuses the key with the reason
+
+
+def _workspace_of(key: str) -> str:
+    try:
+        return parse_import_key(key).workspace_id
+    except UnsafeKeyError:
+        return ""
+
+
+def open_imports(
+    files: Sequence[FileImport],
+    *,
+    run_id: str,
+    root_run_id: str,
+    run_started: datetime,
+    origin: str,
+    bucket: ContactBucket,
+    ledger: Ledger,
+    limits: Limits,
+) -> list[RawImport | SettledImport]:
+    """Claim every file of the run in the ledger and read those that still need work, in upload order."""
+    seen: set[str] = set()
+    opened = [_open(i, config, root_run_id, seen, bucket, run_started) for i, config in enumerate(files)]
+    claims = [
+        ImportClaim(
+            import_id=o.import_id,
+            position=o.position,
+            key=o.key,
+            version=o.options.version if o.options else files[o.position].version,
+            workspace_id=o.options.workspace_id if o.options else _workspace_of(o.key),
+            source=source_name(o.options) if o.options else o.key,
+            import_tag=o.options.import_tag if o.options else "",
+            tag_time=o.options.tag_time if o.options else run_started,
+            origin=origin,
+            user_id=o.options.user_id if o.options else None,
+        )
+        for o in opened
+    ]
+    entries = ledger.claim(claims, run_id=run_id, root_run_id=root_run_id)
+    out: list[RawImport | SettledImport] = []
+    for item in opened:
+        entry = entries[item.import_id]
+        workspace_id = entry.workspace_id
+        if ImportStatus(entry.status).final:  # done by an earlier attempt: nothing to redo
+            out.append(SettledImport(item.import_id, item.position, item.key, workspace_id, entry.status, entry.error))
+        elif item.options is None:
+            out.append(fail(ledger, item.import_id, item.position, item.key, workspace_id, item.error or "invalid options"))
+        else:
+            out.append(_read(item, replace(item.options, import_tag=entry.import_tag), bucket, ledger, limits))
+    return out
+
+
+def _read(item: _Opened, options: ResolvedOptions, bucket: ContactBucket, ledger: Ledger, limits: Limits) -> RawImport | SettledImport:
+    started = time.perf_counter()
+    name = source_name(options)
+    try:
+        table = read_csv_loaded(lambda: read_source(options, bucket, limits.max_file_bytes), name, limits)
+    except (ImportFileError, OptionsError) as exc:
+        return fail(ledger, item.import_id, item.position, options.key, options.workspace_id, str(exc))
+    return RawImport(
+        import_id=item.import_id,
+        position=item.position,
+        options=options,
+        source=name,
+        table=table,
+        timings={"reading": time.perf_counter() - started},
+    )
+
+
+def fail(ledger: Ledger, import_id: str, position: int, key: str, workspace_id: str, error: str) -> SettledImport:
+    """Record a file-level failure and return the import as settled."""
+    ledger.fail(import_id, error)
+    return SettledImport(import_id, position, key, workspace_id, ImportStatus.FAILED, error)
+
+
+def finish(summary: Summary, deduped: DedupedImport, bucket: ContactBucket, warn: Callable[[str], None]) -> ImportResult:
+    """Write the import's rejects file, clean up its source, and return what the ledger records."""
+    rejects_file = None
+    if summary.rejects:
+        rejects_file = bucket.write_bytes(parse_import_key(deduped.options.key).rejects_key, rejects_csv(deduped.header, summary.rejects))
+    cleanup = clean_up(bucket, deduped.options, warn)
+    return ImportResult(
+        import_id=summary.import_id,
+        total=summary.total,
+        imported=summary.imported,
+        updated=summary.updated,
+        skipped=summary.skipped,
+        failed=summary.failed,
+        skipped_by_reason=summary.skipped_by_reason,
+        failed_by_reason=summary.failed_by_reason,
+        errors=summary.errors,
+        rejects_file=rejects_file,
+        cleanup=cleanup,
+        details={
+            "encoding": summary.encoding,
+            "delimiter": summary.delimiter,
+            "batches": summary.batches,
+            "timings": {k: round(v, 3) for k, v in summary.timings.items()},
+        },
+    )
+
+
+def clean_up(bucket: ContactBucket, options: ResolvedOptions, warn: Callable[[str], None]) -> str:
+    """Archive, delete or keep the source; a failure here is reported but does not undo the import."""
+    if not options.reads_bucket or options.cleanup == Cleanup.KEEP:
+        return "kept"
+    try:
+        if options.cleanup == Cleanup.DELETE:
+            bucket.delete(options.key)
+            return "deleted"
+        return "archived to " + bucket.archive(options.key)
+    except Exception as exc:  # noqa: BLE001 - storage errors of any backend; the import itself succeeded
+        warn(f"could not clean up {options.key}: {exc}")
+        return f"cleanup failed: {exc}"
