@@ -314,7 +314,7 @@ def summarize(
     if broken:
         return _fail(context, value, "; ".join(broken), retry=True)
     if entries and all(e.status == ImportStatus.FAILED for e in entries):
-        reasons = "; ".join(f"{e.file}: {e.error}" for e in entries)
+        reasons = entries[0].error or "" if len(entries) == 1 else "; ".join(f"{e.file}: {e.error}" for e in entries)
         return _fail(context, value, reasons, retry=False)
     progress.report(context.instance, context.run.run_id, status=RunStatus.COMPLETED, **_counts(value),
                     current_batch=value["batches"], total_batches=value["batches"], errors=value["errors"])

@@ -328,13 +328,15 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 def _run_imports(args: argparse.Namespace, state: RunState) -> list[LedgerEntry] | None:
     """The run's imports from the ledger, or None when the contacts database cannot be read here."""
-    store = ContactsStore(args.database_url or default_database_url())
+    store: ContactsStore | None = None
     try:
+        store = ContactsStore(args.database_url or default_database_url())  # a malformed URL raises here
         return sorted(Ledger(store).entries(root_run_id=state.root_run_id or state.run_id), key=lambda e: e.position)
     except sa.exc.SQLAlchemyError:
         return None
     finally:
-        store.dispose()
+        if store is not None:
+            store.dispose()
 
 
 def _import_status_line(e: LedgerEntry) -> str:

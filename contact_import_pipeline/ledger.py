@@ -263,23 +263,23 @@ class Ledger:
             conn.execute(import_plans.delete().where(import_plans.c.import_id.in_([r["b_id"] for r in rows])))
 
     def interrupt_run(self, root_run_id: str, reason: str) -> list[str]:
-        """Mark the run's unfinished imports ``interrupted`` with ``reason``; returns their ids."""
+        """Mark the run's unfinished imports ``interrupted`` with ``reason``; returns their file keys."""
         with self.engine.begin() as conn:
-            unfinished = list(
-                conn.execute(
-                    sa.select(contact_imports.c.import_id).where(
-                        contact_imports.c.root_run_id == root_run_id,
-                        contact_imports.c.status.in_([ImportStatus.RUNNING, ImportStatus.INTERRUPTED]),
-                    )
-                ).scalars()
-            )
+            unfinished = conn.execute(
+                sa.select(contact_imports.c.import_id, contact_imports.c.file_key)
+                .where(
+                    contact_imports.c.root_run_id == root_run_id,
+                    contact_imports.c.status.in_([ImportStatus.RUNNING, ImportStatus.INTERRUPTED]),
+                )
+                .order_by(contact_imports.c.position)
+            ).all()
             if unfinished:
                 conn.execute(
                     contact_imports.update()
-                    .where(contact_imports.c.import_id.in_(unfinished))
+                    .where(contact_imports.c.import_id.in_([row.import_id for row in unfinished]))
                     .values(status=ImportStatus.INTERRUPTED, error=reason, ended_at=_now())
                 )
-        return unfinished
+        return [row.file_key for row in unfinished]
 
     # --- reading ------------------------------------------------------------------------------
 

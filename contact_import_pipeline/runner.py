@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import sqlalchemy as sa
 
 from contact_import_pipeline import launch
 from contact_import_pipeline.bucket import bucket_from_env
@@ -134,15 +135,28 @@ def run_import(request: ImportRequest, database_url: str | None = None, instance
             os.environ.pop(ALLOW_LOCAL_SOURCES_ENV, None)
         else:
             os.environ[ALLOW_LOCAL_SOURCES_ENV] = saved
-    entries = Ledger(ContactsStore(database_url)).entries(root_run_id=run_id)
     if not success:
-        if entries and entries[0].status == ImportStatus.FAILED:
-            raise ImportFailed(entries[0].error or "the import failed", run_id, user_error=True)
+        entry = _entry_after_failure(database_url, run_id)
+        if entry is not None and entry.status == ImportStatus.FAILED:
+            raise ImportFailed(entry.error or "the import failed", run_id, user_error=True)
         message, user_error = failure
         raise ImportFailed(message, run_id, user_error)
+    entries = Ledger(ContactsStore(database_url)).entries(root_run_id=run_id)
     if big:
         remove_run_outputs(instance, bucket_from_env(), [run_id])
     return summary_of(entries[0])
+
+
+def _entry_after_failure(database_url: str, run_id: str) -> LedgerEntry | None:
+    """The failed run's import, if the ledger can be read (the database may be what failed)."""
+    store = ContactsStore(database_url)
+    try:
+        entries = Ledger(store).entries(root_run_id=run_id)
+    except sa.exc.SQLAlchemyError:
+        return None
+    finally:
+        store.dispose()
+    return entries[0] if entries else None
 
 
 def _run_in_this_process(

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
+import sqlalchemy as sa
 
 from contact_import_pipeline import launch, progress
 from contact_import_pipeline.bucket import BucketObject, ContactBucket
@@ -214,8 +215,16 @@ def import_failure_sensor(context: dg.RunFailureSensorContext, contacts_db: Cont
         progress.report(context.instance, run.run_id, status=RunStatus.FAILED, error=reason)
     retrying = run.tags.get(WILL_RETRY_TAG) == "true"
     note = reason + (" (the run is retried automatically)" if retrying else "")
-    interrupted = Ledger(contacts_db.store()).interrupt_run(run.root_run_id or run.run_id, note)
-    context.log.error(f"contact import run {run.run_id} failed, {len(interrupted)} imports interrupted: {note}")
+    store = contacts_db.store()
+    try:
+        interrupted = Ledger(store).interrupt_run(run.root_run_id or run.run_id, note)
+    except sa.exc.SQLAlchemyError as exc:  # the database may be what failed the run
+        context.log.error(f"contact import run {run.run_id} failed: {note}; its imports could not be marked: {exc}")
+        return
+    finally:
+        store.dispose()
+    files = ", ".join(interrupted) if interrupted else "none unfinished"
+    context.log.error(f"contact import run {run.run_id} failed: {note}; interrupted imports: {files}")
 
 
 @dg.sensor(minimum_interval_seconds=OUTPUT_SWEEP_SECONDS, default_status=dg.DefaultSensorStatus.RUNNING)

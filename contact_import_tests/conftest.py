@@ -11,10 +11,14 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+
+if TYPE_CHECKING:
+    from contact_import_pipeline.contacts_store import BatchOutcome, ContactsStore
 
 PG_ADMIN_ENV = "CONTACT_IMPORT_TEST_PG"
 DEFAULT_PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -132,7 +136,30 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 
 def batch_frame(rows: list[tuple[str, ...]], lines: list[int]) -> pd.DataFrame:
-    """An insert batch as ``ContactsStore.insert_batch`` takes it: BATCH_COLUMNS values and line numbers."""
+    """An insert batch of one import as ``ContactsStore.insert_batch`` takes it: BATCH_COLUMNS values,
+    line numbers, and the import's position (0)."""
     from contact_import_pipeline.contacts_store import BATCH_COLUMNS
 
-    return pd.DataFrame(rows, columns=list(BATCH_COLUMNS)).assign(row=lines)
+    return pd.DataFrame(rows, columns=list(BATCH_COLUMNS)).assign(row=lines, **{"import": 0})
+
+
+def insert_rows(
+    store: "ContactsStore",
+    rows: list[tuple[str, ...]],
+    *,
+    workspace_id: str,
+    import_id: str = "pre",
+    import_tag: str = "pre",
+    batch_index: int = 0,
+    lines: list[int] | None = None,
+    update: bool = False,
+) -> "BatchOutcome":
+    """Insert ``rows`` (BATCH_COLUMNS tuples) as one batch of one import and return its outcome."""
+    from contact_import_pipeline.contacts_store import BatchImport, BatchOutcome
+
+    share = BatchImport(import_id=import_id, workspace_id=workspace_id, import_tag=import_tag, metadata={"import_tag": import_tag})
+    lines = lines if lines is not None else list(range(2, 2 + len(rows)))
+    outcomes = store.insert_batch(
+        run_key=import_id, batch_index=batch_index, imports=[share], batch=batch_frame(rows, lines), update=update
+    )
+    return outcomes.get(import_id) or BatchOutcome(rows=0, imported=0, skipped=0, updated=0, conflict_rows=[])

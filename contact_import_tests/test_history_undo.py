@@ -1,4 +1,4 @@
-"""Import history from Dagster's run storage, and undo of exactly what an import created."""
+"""Import history from the ledger, and undo of exactly what an import created."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from contact_import_pipeline import cli, history
+from contact_import_pipeline import cli, launch
 from contact_import_pipeline.contacts_store import ContactsStore
 from contact_import_pipeline.definitions import defs
+from contact_import_pipeline.ledger import Ledger
 from contact_import_pipeline.runner import ImportRequest, local_instance, run_import
-from contact_import_pipeline.sensors import FILE_TAG, ORIGIN_TAG, WORKSPACE_TAG
 from contact_import_tests.test_pipeline import numbered_rows, write_csv
 
 HEADER = ["First Name", "Last Name", "Email", "Mobile Phone"]
@@ -79,20 +79,18 @@ def test_undo_removes_created_contacts_only(
     assert (code, out.strip()) == (0, "deleted 1 contacts created by import upd in workspace ws1")
     assert _phones(store, "ws1") == {phones[0], phones[1]}
 
-    entries = {e.import_tag: e for e in history.list_imports(local_instance(), "ws1")}
+    entries = {e.import_tag: e for e in Ledger(store).entries(workspace_id="ws1")}
     assert (entries["main"].undone_count, entries["upd"].undone_count, entries["before"].undone_at) == (3, 1, None)
     assert entries["main"].undone_at is not None
     assert store.undo_import("ws2", "main", dry_run=True) == 5
 
 
-def _run_like(origin_tags: dict[str, str], key: str, tag: str, database_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+def _run_like(origin: str, key: str, tag: str, database_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run the job as the sensor or GraphQL would: from the bucket, with their tags (in process)."""
     monkeypatch.setenv("CONTACTS_DATABASE_URL", database_url)
+    tags = launch.run_tags([key], origin) | ({"dagster/sensor_name": "new_files_sensor"} if origin == "sensor" else {})
     result = defs.resolve_job_def("import_job").execute_in_process(
-        partition_key=key,
-        run_config={"ops": {"raw_csv": {"config": {"import_tag": tag}}}},
-        instance=local_instance(),
-        tags={FILE_TAG: key, WORKSPACE_TAG: "ws1", **origin_tags},
+        run_config=launch.run_config([{"key": key, "import_tag": tag}], in_process=True), instance=local_instance(), tags=tags
     )
     assert result.success
     return result.run_id
@@ -110,22 +108,20 @@ def test_history_lists_cli_sensor_and_graphql_imports(
     code, _, _ = _cli(["import", str(tmp_path / "missing.csv"), "--workspace", "ws1", "--tag", "broken", "--database-url", database_url], capsys)
     assert code == 2
 
-    instance = local_instance()
     runs = {}
-    for origin, tags, rows in (
-        ("sensor", {ORIGIN_TAG: "sensor", "dagster/sensor_name": "new_files_sensor"}, numbered_rows(3, start=10) + numbered_rows(1)),
-        ("graphql", {ORIGIN_TAG: "graphql"}, numbered_rows(2, start=20)),
+    for origin, rows in (
+        ("sensor", numbered_rows(3, start=10) + numbered_rows(1)),
+        ("graphql", numbered_rows(2, start=20)),
     ):
         key = f"ws1/imports/{origin}.csv"
         folder = tmp_path / ".contact_import" / "bucket" / "ws1" / "imports"
         folder.mkdir(parents=True, exist_ok=True)
         shutil.copy(write_csv(tmp_path / f"{origin}.csv", HEADER, rows), folder / f"{origin}.csv")
-        instance.add_dynamic_partitions("contact_files", [key])
-        runs[origin] = _run_like(tags, key, f"by-{origin}", database_url, monkeypatch)
+        runs[origin] = _run_like(origin, key, f"by-{origin}", database_url, monkeypatch)
     # A run in another workspace never shows up in ws1's history.
     run_import(ImportRequest(source=str(source), workspace_id="ws2", import_tag="elsewhere"), database_url=database_url)
 
-    code, out, _ = _cli(["imports", "--workspace", "ws1", "--json"], capsys)
+    code, out, _ = _cli(["imports", "--workspace", "ws1", "--database-url", database_url, "--json"], capsys)
     assert code == 0
     entries = json.loads(out)
     assert [(e["import_tag"], e["origin"], e["status"]) for e in entries] == [
@@ -144,6 +140,6 @@ def test_history_lists_cli_sensor_and_graphql_imports(
     assert all(e["started_at"] and e["ended_at"] and e["started_at"] <= e["ended_at"] for e in entries)
     assert all(e["undone_at"] is None and e["workspace_id"] == "ws1" for e in entries)
 
-    code, out, _ = _cli(["imports", "--workspace", "ws1"], capsys)
+    code, out, _ = _cli(["imports", "--workspace", "ws1", "--database-url", database_url], capsys)
     assert code == 0 and out.splitlines()[-1] == "4 imports"
     assert f"run {cli_run}" in out

@@ -209,10 +209,11 @@ SQL_WORDS = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|CREATE|ALTER|DROP|COPY|W
 REVIEWED_SQL_FSTRINGS = {
     ("contacts_store.py", ("c",) * 6),  # _PG_FILL: one CASE per contact field
     ("contacts_store.py", ("_PG_FILL",)),  # _PG_ON_CONFLICT[True]
-    ("contacts_store.py", ("', '.join((c + ' text' for c in BATCH_COLUMNS))",)),  # CREATE TEMP TABLE stage
-    ("contacts_store.py", ("_STAGE_COLUMNS",)),  # COPY stage (...) FROM STDIN
+    ("contacts_store.py", ("_STAGE_TABLE", "', '.join((c + ' text' for c in BATCH_COLUMNS))")),  # CREATE TEMP TABLE stage
+    ("contacts_store.py", ("_STAGE_TABLE", "_STAGE_COLUMNS")),  # COPY stage (...) FROM STDIN
     ("contacts_store.py", ("_DIRECT_COLUMNS",)),  # COPY contacts (...) FROM STDIN
-    ("contacts_store.py", ("_STAGE_COLUMNS", "_STAGE_COLUMNS", "_PG_ON_CONFLICT[update]")),  # INSERT … SELECT
+    # INSERT … SELECT from the stage, joined back to the stage for the rows that did not land
+    ("contacts_store.py", ("_STAGE_COLUMNS", "_STAGE_COLUMNS", "_STAGE_TABLE", "_PG_ON_CONFLICT[update]", "_STAGE_TABLE")),
 }
 
 
@@ -244,6 +245,7 @@ def test_sql_text_is_built_only_from_reviewed_constants() -> None:
     for name in contacts_store.BATCH_COLUMNS + CONTACT_FIELDS:
         assert re.fullmatch(r"[a-z_]+", name) and name in columns, name
     assert contacts_store._STAGE_COLUMNS == ", ".join(contacts_store.BATCH_COLUMNS)
+    assert re.fullmatch(r"[a-z_]+", contacts_store._STAGE_TABLE)
     assert contacts_store._DIRECT_COLUMNS == ", ".join([*contacts_store.BATCH_COLUMNS, "workspace_id", "tags", "metadata"])
     assert set(contacts_store._PG_ON_CONFLICT) == {False, True}
     assert all(isinstance(clause, str) for clause in contacts_store._PG_ON_CONFLICT.values())

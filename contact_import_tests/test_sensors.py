@@ -13,6 +13,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from contact_import_pipeline import launch
 from contact_import_pipeline.bucket import BucketError, ContactBucket, LocalFolderBucket, S3Bucket
 from contact_import_pipeline.sensors import new_files_sensor
 from contact_import_tests.s3_server import (  # noqa: F401 (fixtures)
@@ -33,6 +34,7 @@ class Ticker:
         self.bucket = bucket
         self.cursor: str | None = None
         self.run_keys: list[str] = []
+        self.requests: list[dg.RunRequest] = []
         self.warnings: list[str] = []
         self.instance = dg.DagsterInstance.ephemeral()
 
@@ -44,10 +46,17 @@ class Ticker:
         result = new_files_sensor(context)
         self.cursor = result.cursor
         self.run_keys += [request.run_key for request in result.run_requests]
+        self.requests += result.run_requests
         return result
 
-    def partition_keys(self) -> list[str]:
-        return sorted(run_key.rsplit("@", 1)[0] for run_key in self.run_keys)
+    def requested_keys(self) -> list[str]:
+        """Every file key requested so far, sorted (a key requested twice appears twice)."""
+        return sorted(key for request in self.requests for key in files_of(request))
+
+
+def files_of(request: dg.RunRequest) -> list[str]:
+    """The keys a run request imports, in its run config's order."""
+    return [f["key"] for f in request.run_config["ops"]["raw_csv"]["config"]["files"]]
 
 
 class _ListHandler(logging.Handler):
@@ -87,29 +96,63 @@ def settle(ticker: Ticker) -> None:
         assert ticker.tick().run_requests == []
 
 
-def test_request_names_partition_run_key_and_tags(backend) -> None:
+def test_request_lists_the_file_with_its_version_run_key_and_tags(backend) -> None:
     bucket, put = backend
     put("acme/imports/people.csv", b"phone\n1\n")
     ticker = Ticker(bucket)
     settle(ticker)
     result = ticker.tick()
     (request,) = result.run_requests
-    (version,) = [o.version for o in bucket.list_objects()]
-    assert request.partition_key == "acme/imports/people.csv"
-    assert request.run_key == f"acme/imports/people.csv@{version}"
-    assert request.tags == {
-        "contact_import/file": "acme/imports/people.csv",
-        "contact_import/version": version,
-        "contact_import/workspace": "acme",
-        "contact_import/origin": "sensor",
+    (obj,) = list(bucket.list_objects())
+    assert request.run_config == {
+        "ops": {"raw_csv": {"config": {"files": [
+            {"key": "acme/imports/people.csv", "version": obj.version, "uploaded_at": obj.last_modified}
+        ]}}},
+        "execution": {"config": {"in_process": True}},
+        "resources": {"io_manager": {"config": {"in_memory": True}}},
     }
-    assert [r.partition_keys for r in result.dynamic_partitions_requests] == [["acme/imports/people.csv"]]
-    assert result.dynamic_partitions_requests[0].partitions_def_name == "contact_files"
+    assert request.run_key == launch.run_key([("acme/imports/people.csv", obj.version)])
+    assert request.tags == {
+        "contact_import/origin": "sensor",
+        "contact_import/files": "1",
+        "contact_import/ws.acme": "acme",
+        "contact_import/file.acme.imports.people.csv": "acme/imports/people.csv",
+    }
     assert isinstance(ticker.tick().skip_reason, dg.SkipReason)
     assert ticker.run_keys == [request.run_key]
 
 
-def test_file_version_already_launched_elsewhere_is_not_requested_again(tmp_path) -> None:
+def test_run_key_is_a_digest_of_the_set_of_versions() -> None:
+    a, b = ("ws1/imports/a.csv", "v1"), ("ws1/imports/b.csv", "v1")
+    assert launch.run_key([a, b]) == launch.run_key([b, a])
+    assert launch.run_key([a, b]) != launch.run_key([a, ("ws1/imports/b.csv", "v2")])
+    assert launch.run_key([a]) != launch.run_key([a, b])
+
+
+def test_small_files_share_runs_up_to_the_caps_and_a_large_file_runs_alone(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("CONTACT_SENSOR_SMALL_FILE_BYTES", "1000")
+    monkeypatch.setenv("CONTACT_SENSOR_MAX_FILES_PER_RUN", "3")
+    monkeypatch.setenv("CONTACT_SENSOR_MAX_RUN_BYTES", "250")
+    sizes = {"f0": 100, "f1": 100, "big": 5000, "f2": 100, "f3": 10, "f4": 10, "f5": 10, "f6": 10}
+    for age, (name, size) in zip(range(1000, 0, -10), sizes.items()):  # uploaded in this order
+        put_local(tmp_path, f"ws{age % 3}/imports/{name}.csv", b"p" * size, age=age)
+    ticker = Ticker(LocalFolderBucket(root=str(tmp_path)))
+    settle(ticker)
+    runs = ticker.tick().run_requests
+    names = [[key.rsplit("/", 1)[1][:-4] for key in files_of(r)] for r in runs]
+    # f2 would take the first run past 250 bytes; f5 would make a fourth file.
+    assert names == [["f0", "f1"], ["big"], ["f2", "f3", "f4"], ["f5", "f6"]]
+    executors = [r.run_config["execution"]["config"]["in_process"] for r in runs]
+    assert executors == [True, False, True, True]
+    assert "resources" not in runs[1].run_config  # a big file's steps run in processes of their own
+    assert [int(r.tags["contact_import/files"]) for r in runs] == [2, 1, 3, 2]
+    assert {k for k in runs[2].tags if k.startswith("contact_import/ws.")} == {
+        f"contact_import/ws.{key.split('/')[0]}" for key in files_of(runs[2])
+    }
+    assert ticker.tick().run_requests == []
+
+
+def test_file_version_launched_by_trigger_is_not_requested_again(tmp_path) -> None:
     """`contact-import trigger` uploads and launches itself; the sensor must not launch it twice."""
     put_local(tmp_path, "acme/imports/a.csv", b"phone\n1\n")
     put_local(tmp_path, "acme/imports/b.csv", b"phone\n2\n")
@@ -120,13 +163,15 @@ def test_file_version_already_launched_elsewhere_is_not_requested_again(tmp_path
         dg.DagsterRun(
             job_name="import_job",
             run_id="0" * 36,
-            tags={"contact_import/file": "acme/imports/a.csv", "contact_import/version": versions["acme/imports/a.csv"]},
+            run_config=launch.run_config([{"key": "acme/imports/a.csv", "version": versions["acme/imports/a.csv"]}], in_process=True),
+            tags=launch.run_tags(["acme/imports/a.csv"], "graphql"),
         )
     )
     settle(ticker)
     ticker.tick()
-    assert ticker.partition_keys() == ["acme/imports/b.csv"]
+    assert ticker.requested_keys() == ["acme/imports/b.csv"]
     assert ticker.tick().run_requests == []
+    assert json.loads(ticker.cursor)["requested"] == versions
 
 
 def test_1005_keys_each_requested_once_local(tmp_path, monkeypatch) -> None:
@@ -135,29 +180,41 @@ def test_1005_keys_each_requested_once_local(tmp_path, monkeypatch) -> None:
         put_local(tmp_path, key, b"p\n1\n")
     ticker = Ticker(LocalFolderBucket(root=str(tmp_path)))
     settle(ticker)
-    assert len(ticker.tick().run_requests) == 1005
+    assert len(ticker.tick().run_requests) == 6  # 200 files per run
     assert ticker.tick().run_requests == []
-    assert ticker.partition_keys() == PAGINATION_KEYS
+    assert ticker.requested_keys() == PAGINATION_KEYS
 
 
 def test_1005_keys_each_requested_once_s3(big_s3_bucket: S3Bucket, monkeypatch) -> None:  # noqa: F811
     monkeypatch.setenv("CONTACT_SENSOR_MAX_RUNS_PER_TICK", "2000")
     ticker = Ticker(big_s3_bucket)
-    assert len(ticker.tick().run_requests) == 1005
+    assert len(ticker.tick().run_requests) == 6
     assert ticker.tick().run_requests == []
-    assert ticker.partition_keys() == PAGINATION_KEYS
-    assert len(set(ticker.run_keys)) == 1005
+    assert ticker.requested_keys() == PAGINATION_KEYS
+    assert len(set(ticker.run_keys)) == 6
 
 
 def test_oldest_files_first_and_the_rest_on_later_ticks(tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("CONTACT_SENSOR_MAX_RUNS_PER_TICK", "50")
+    monkeypatch.setenv("CONTACT_SENSOR_MAX_RUNS_PER_TICK", "5")
+    monkeypatch.setenv("CONTACT_SENSOR_MAX_FILES_PER_RUN", "10")
     keys = [f"ws1/imports/f{i:03d}.csv" for i in range(120)]
     for age, key in zip(range(1000, 880, -1), keys):  # f000 is the oldest
         put_local(tmp_path, key, b"p\n1\n", age=age)
     ticker = Ticker(LocalFolderBucket(root=str(tmp_path)))
     settle(ticker)
-    batches = [[r.partition_key for r in ticker.tick().run_requests] for _ in range(4)]
-    assert batches == [keys[:50], keys[50:100], keys[100:], []]
+    ticks = [[key for r in ticker.tick().run_requests for key in files_of(r)] for _ in range(4)]
+    assert ticks == [keys[:50], keys[50:100], keys[100:], []]
+
+
+def test_ten_thousand_waiting_files_are_each_requested_once(tmp_path) -> None:
+    keys = [f"ws{i % 50}/imports/f{i:05d}.csv" for i in range(10_000)]
+    for key in keys:
+        put_local(tmp_path, key, b"p\n1\n")
+    ticker = Ticker(LocalFolderBucket(root=str(tmp_path)))
+    settle(ticker)
+    assert len(ticker.tick().run_requests) == 50  # 50 runs of 200 files: every file in one tick
+    assert ticker.tick().run_requests == []
+    assert ticker.requested_keys() == sorted(keys)
 
 
 @pytest.mark.parametrize(
@@ -175,7 +232,7 @@ def test_same_second_uploads_around_ticks_are_never_missed(backend) -> None:
         expected += [first, second]
     ticker.tick()
     ticker.tick()
-    assert ticker.partition_keys() == sorted(expected)
+    assert ticker.requested_keys() == sorted(expected)
     assert Counter(ticker.run_keys).most_common(1)[0][1] == 1
 
 
@@ -194,7 +251,7 @@ def test_unsafe_keys_are_refused_and_logged_once(s3_endpoint: str) -> None:  # n
         client.put_object(Bucket=bucket.bucket, Key=key, Body=b"p\n1\n")
     ticker = Ticker(bucket)
     result = ticker.tick()
-    assert [r.partition_key for r in result.run_requests] == ["ws1/imports/fine.csv"]
+    assert [files_of(r) for r in result.run_requests] == [["ws1/imports/fine.csv"]]
     assert len(ticker.warnings) == len(unsafe)
     for key, reason in unsafe.items():
         (message,) = [m for m in ticker.warnings if m.startswith(f"Refusing to import {key!r}")]
@@ -247,7 +304,7 @@ def test_new_content_runs_again_same_content_does_not(s3_endpoint: str) -> None:
     assert ticker.tick().run_requests == []
     client.put_object(Bucket=bucket.bucket, Key=key, Body=b"p\n1\n2\n")
     assert len(ticker.tick().run_requests) == 1
-    assert len(set(ticker.run_keys)) == 2 and ticker.partition_keys() == [key, key]
+    assert len(set(ticker.run_keys)) == 2 and ticker.requested_keys() == [key, key]
 
 
 def test_local_rewrite_runs_again_and_archived_files_leave_the_cursor(tmp_path) -> None:
@@ -263,7 +320,7 @@ def test_local_rewrite_runs_again_and_archived_files_leave_the_cursor(tmp_path) 
     assert len(ticker.tick().run_requests) == 1
     bucket.archive(key)
     ticker.tick()
-    assert json.loads(ticker.cursor) == {"pending": {}, "refused": {}, "requested": {}}
+    assert {k: v for k, v in json.loads(ticker.cursor).items() if k != "scanned_at"} == {"pending": {}, "refused": {}, "requested": {}}
 
 
 def test_local_file_still_being_written_is_not_picked(tmp_path) -> None:
@@ -280,7 +337,7 @@ def test_local_file_still_being_written_is_not_picked(tmp_path) -> None:
     assert ticker.tick().run_requests == []  # stable now, yet younger than the settle time
     time.sleep(2.1)
     (request,) = ticker.tick().run_requests
-    assert request.partition_key == "ws1/imports/big.csv"
+    assert files_of(request) == ["ws1/imports/big.csv"]
     assert ticker.run_keys == [request.run_key]
 
 
@@ -297,9 +354,9 @@ def test_s3_outage_fails_ticks_without_losing_files(s3_endpoint: str) -> None:  
         with pytest.raises(BucketError, match=r"cannot list s3://.* at http://127\.0\.0\.1:9"):
             ticker.tick(unreachable)
         assert ticker.cursor == cursor_before
-    assert len(ticker.tick().run_requests) == 3
+    assert len(ticker.tick().run_requests) == 1  # the three files uploaded during the outage share a run
     assert ticker.tick().run_requests == []
-    assert ticker.partition_keys() == [
+    assert ticker.requested_keys() == [
         "ws1/imports/before.csv",
         "ws1/imports/during-0.csv",
         "ws1/imports/during-1.csv",
@@ -312,4 +369,4 @@ def test_unreadable_cursor_starts_afresh(tmp_path) -> None:
     ticker = Ticker(LocalFolderBucket(root=str(tmp_path)))
     ticker.cursor = "1700000000.0"  # e.g. a plain timestamp from an older sensor
     settle(ticker)
-    assert [r.partition_key for r in ticker.tick().run_requests] == ["ws1/imports/a.csv"]
+    assert [files_of(r) for r in ticker.tick().run_requests] == [["ws1/imports/a.csv"]]

@@ -10,7 +10,7 @@ import pytest
 from contact_import_pipeline import cli
 from contact_import_pipeline.contacts_store import ContactsStore
 from contact_import_pipeline.runner import ImportRequest, run_import
-from contact_import_tests.conftest import batch_frame
+from contact_import_tests.conftest import insert_rows
 from contact_import_tests.test_pipeline import write_csv
 
 HEADER = ["First Name", "Last Name", "Email", "Mobile Phone", "City"]
@@ -81,22 +81,13 @@ def test_late_conflict_under_update_is_merged(database_url: str) -> None:
     store = ContactsStore(database_url)
     store.create_schema()
     row = ("Ada", "", "", "", "", "", "", "", "", "", "", "+12125550101")
-    first = store.insert_batch(
-        import_id="a:1", batch_index=0, workspace_id="ws1", import_tag="t1", board_phone_number=None,
-        batch=batch_frame([row], [2]),
-    )
+    first = insert_rows(store, [row], workspace_id="ws1", import_id="a:1", import_tag="t1")
     assert (first.imported, first.updated, first.skipped) == (1, 0, 0)
     filled = ("Ada", "Lovelace", "ada@example.com", "", "", "", "", "", "", "", "", "+12125550101")
-    second = store.insert_batch(
-        import_id="b:1", batch_index=0, workspace_id="ws1", import_tag="t2", board_phone_number=None,
-        batch=batch_frame([filled], [2]), on_duplicate="update",
-    )
+    second = insert_rows(store, [filled], workspace_id="ws1", import_id="b:1", import_tag="t2", update=True)
     assert (second.imported, second.updated, second.skipped, second.conflict_rows) == (0, 1, 0, [])
-    skipped = store.insert_batch(
-        import_id="c:1", batch_index=0, workspace_id="ws1", import_tag="t3", board_phone_number=None,
-        batch=batch_frame([filled], [2]),
-    )
+    skipped = insert_rows(store, [filled], workspace_id="ws1", import_id="c:1", import_tag="t3")
     assert (skipped.imported, skipped.updated, skipped.skipped, skipped.conflict_rows) == (0, 0, 1, [2])
     (contact,) = store.query_contacts("ws1")
     assert (contact["lastname"], contact["email"], contact["tags"]) == ("Lovelace", "ada@example.com", ["t1", "t2"])
-    assert store.recorded_batches("b:1")[0].updated == 1
+    assert store.recorded_batches(["b:1"])["b:1"][0].updated == 1
