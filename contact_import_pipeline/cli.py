@@ -327,16 +327,22 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _run_imports(args: argparse.Namespace, state: RunState) -> list[LedgerEntry] | None:
-    """The run's imports from the ledger, or None when the contacts database cannot be read here."""
-    store: ContactsStore | None = None
+    """The run's imports from the ledger, or None when the contacts database cannot be read here
+    (a local SQLite file that does not exist is not created)."""
+    url = args.database_url or default_database_url()
     try:
-        store = ContactsStore(args.database_url or default_database_url())  # a malformed URL raises here
+        parsed = sa.engine.make_url(url)
+        if parsed.get_backend_name() == "sqlite" and parsed.database and not Path(parsed.database).is_file():
+            return None
+        store = ContactsStore(url)
+    except sa.exc.ArgumentError:
+        return None
+    try:
         return sorted(Ledger(store).entries(root_run_id=state.root_run_id or state.run_id), key=lambda e: e.position)
     except sa.exc.SQLAlchemyError:
         return None
     finally:
-        if store is not None:
-            store.dispose()
+        store.dispose()
 
 
 def _import_status_line(e: LedgerEntry) -> str:

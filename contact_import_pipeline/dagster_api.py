@@ -9,6 +9,7 @@ has its own exception, with a message that can be shown to a person as it is.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -275,7 +276,7 @@ def _entry_value(entry: dict[str, Any]) -> Any:
 
 
 def trigger_import(
-    sources: list[str],
+    sources: Sequence[str],
     workspace_id: str,
     *,
     tag: str = "",
@@ -294,7 +295,7 @@ def trigger_import(
     The run executes in one process unless a file is large or a URL (its size is unknown).
     """
     validate_workspace_id(workspace_id)
-    sources = [s.strip() for s in sources if s.strip()]
+    sources = [s.strip() for s in ([sources] if isinstance(sources, str) else sources) if s.strip()]
     if not sources:
         raise OptionsError("a source is required: a local CSV file, an http(s) URL or a bucket key")
     if batch_size is not None:
@@ -304,7 +305,7 @@ def trigger_import(
     keys = [entry["key"] for entry, _, _ in planned]
     repeated = sorted({k for k in keys if keys.count(k) > 1})
     if repeated:
-        raise OptionsError(f"the same file is given more than once: {', '.join(repeated)}")
+        raise OptionsError(f"several sources would import as the same key {', '.join(repeated)}: rename one, or trigger them separately")
 
     api = DagsterApi(dagster_url)
     api.check_location()

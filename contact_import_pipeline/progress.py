@@ -16,6 +16,7 @@ import dagster as dg
 
 from contact_import_pipeline.vocabulary import TAG_PREFIX
 
+TEXT_FIELDS = ("status", "error")
 COUNT_FIELDS = ("total", "processed", "imported", "updated", "skipped", "failed", "current_batch", "total_batches")
 # Run tags are stored as text; keep a failure reason readable but bounded.
 MAX_ERROR_CHARS = 2000
@@ -37,17 +38,16 @@ def progress_tags(fields: Mapping[str, Any]) -> dict[str, str]:
 
 
 def read_progress(tags: Mapping[str, str]) -> dict[str, Any]:
-    """Progress fields from a run's tags (the inverse of progress_tags)."""
+    """Progress fields from a run's tags (the inverse of progress_tags); other tags of ours
+    (origin, files, workspaces) are not progress."""
     out: dict[str, Any] = {}
     for key, value in tags.items():
-        if not key.startswith(TAG_PREFIX):
-            continue
-        name = key[len(TAG_PREFIX):]
+        name = key[len(TAG_PREFIX):] if key.startswith(TAG_PREFIX) else ""
         if name in COUNT_FIELDS:
             out[name] = int(value)
         elif name == "errors":
             out[name] = json.loads(value)
-        else:
+        elif name in TEXT_FIELDS:
             out[name] = value
     return out
 
