@@ -26,6 +26,8 @@ from pathlib import Path
 
 import requests
 
+from contact_import_pipeline.io_managers import LOCAL_OUTPUTS_FOLDER
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WORKSPACE_YAML = REPO_ROOT / "workspace.yaml"
 BIN = Path(sys.executable).parent
@@ -43,6 +45,12 @@ def production_home(parent: Path) -> Path:
     home.mkdir()
     shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
     return home
+
+
+def run_outputs_folder(home: Path, run_id: str) -> Path:
+    """Where a run's step outputs live on disk under a DAGSTER_HOME whose dagster.yaml keeps the
+    default storage folder (``<home>/storage``) and whose bucket is a local folder."""
+    return home / "storage" / LOCAL_OUTPUTS_FOLDER / run_id
 
 
 _LOCATION_QUERY = """{ workspaceOrError { __typename ... on Workspace { locationEntries {
@@ -247,6 +255,21 @@ class FakeDagster:
             for r in self.requests
             if r["method"] == "POST" and field in json.loads(r["body"])["query"]
         ]
+
+    @classmethod
+    def launching(cls, run_id: str, **results: object) -> FakeDagster:
+        """A webserver whose code location is loaded and which accepts every launch as ``run_id``."""
+        launched = {"__typename": "LaunchRunSuccess", "run": {"runId": run_id, "status": "QUEUED"}}
+        return cls({"workspaceOrError": LOADED_WORKSPACE, "launchRun": launched, **results})
+
+    def launches(self) -> list[tuple[dict, dict[str, str]]]:
+        """The run config and the tags of each ``launchRun`` request, in order."""
+        params = [v["executionParams"] for v in self.variables("launchRun")]
+        return [(p["runConfigData"], {t["key"]: t["value"] for t in p["executionMetadata"]["tags"]}) for p in params]
+
+    def launched_keys(self) -> list[list[str]]:
+        """The file keys of each launched run, in run-config order."""
+        return [[f["key"] for f in config["ops"]["raw_csv"]["config"]["files"]] for config, _ in self.launches()]
 
     def __enter__(self) -> FakeDagster:
         self.thread.start()
