@@ -226,8 +226,7 @@ def _first_errors(items: list) -> list[dict[str, object]]:
 @dg.op(out=dg.DynamicOut(stages.Batch))
 def plan_batches(deduped: stages.RunStage) -> Iterator[dg.DynamicOutput]:
     """Split the run's new contacts into batches, one insert step each."""
-    first, _ = stages.plan_batches(deduped.working(), deduped.batch_size, deduped.run_key)
-    for batch in first:
+    for batch in stages.plan_batches(deduped.working(), deduped.batch_size, deduped.run_key):
         yield dg.DynamicOutput(batch, mapping_key=f"batch_{batch.index:05d}")
 
 
@@ -294,20 +293,18 @@ def summarize(
     rejects file, clean up its source and record its outcome in the ledger."""
     store, ledger = _ledger(contacts_db)
     working = deduped.working()
-    _, later = stages.plan_batches(working, deduped.batch_size, deduped.run_key)
+    later = stages.later_batches(working, deduped.batch_size, deduped.run_key)
     results = list(results) + [_insert(context, store, batch) for batch in later]
     _, members = stages.batch_membership(working, deduped.batch_size)
     recorded = store.recorded_batches([d.import_id for d in working])
     insert_seconds = stages.insert_wall_seconds(results)
-    finished, broken = [], []
+    summaries, broken = [], []
     for item in working:
         try:
-            summary = stages.summarize(item, members[item.import_id], recorded[item.import_id], insert_seconds)
+            summaries.append((stages.summarize(item, members[item.import_id], recorded[item.import_id], insert_seconds), item))
         except stages.AccountingError as exc:
             broken.append(str(exc))
-            continue
-        finished.append(imports.finish(summary, item, bucket, context.log.warning))
-    ledger.complete(finished)
+    ledger.complete(imports.in_threads(lambda pair: imports.finish(*pair, bucket, context.log.warning), summaries))
     entries = ledger.entries(import_ids=[getattr(item, "import_id") for item in deduped.imports])
     entries.sort(key=lambda e: e.position)
     value = _run_value(entries, count=len(results))

@@ -390,49 +390,58 @@ def batch_membership(deduped: Sequence[DedupedImport], batch_size: int) -> tuple
     return max(1, first_phase), members
 
 
-def plan_batches(deduped: Sequence[DedupedImport], batch_size: int, run_key: str) -> tuple[list[Batch], list[Batch]]:
-    """Split the rows to insert into batches: (first phase, later phases in order).
+def plan_batches(deduped: Sequence[DedupedImport], batch_size: int, run_key: str) -> list[Batch]:
+    """Split the rows to insert into the first phase's batches, which run as Dagster steps, several at once.
 
-    First-phase batches run as Dagster steps, several at once; later-phase batches (updates of
-    phones an earlier file of the run adds) run after them, one by one. A run with nothing to
-    insert still plans one empty batch, so the run's shape is the same for every set of files.
-    Batches are numbered across phases, and the same imports give the same batches on every
-    attempt.
+    A run with nothing to insert still plans one empty batch, so the run's shape is the same for
+    every set of files. The same imports give the same batches on every attempt.
     """
+    first = _batches(deduped, batch_size, run_key, later=False)
+    if not first:
+        total, skipped, failed = _progress_base(deduped)
+        empty = pd.DataFrame({c: pd.Series([], dtype="str") for c in BATCH_COLUMNS}).assign(
+            row=pd.Series([], dtype="int64"), **{"import": pd.Series([], dtype="int64")}
+        )
+        first.append(Batch(run_key, 0, 1, False, (), empty, total, skipped, failed))
+    return first
+
+
+def later_batches(deduped: Sequence[DedupedImport], batch_size: int, run_key: str) -> list[Batch]:
+    """The batches of the later phases, in order: updates of phones an earlier file of the run adds.
+
+    They run after the first phase, one by one. Batches are numbered across phases.
+    """
+    return _batches(deduped, batch_size, run_key, later=True)
+
+
+def _progress_base(deduped: Sequence[DedupedImport]) -> tuple[int, int, int]:
+    """(rows in the run's files, rows set aside as duplicates, rows failed) before inserting."""
+    return (
+        sum(d.total for d in deduped),
+        sum(d.skipped_before for d in deduped),
+        sum(d.failed_before for d in deduped),
+    )
+
+
+def _batches(deduped: Sequence[DedupedImport], batch_size: int, run_key: str, later: bool) -> list[Batch]:
     count, _ = batch_membership(deduped, batch_size)
-    total = sum(d.total for d in deduped)
-    skipped_before = sum(d.skipped_before for d in deduped)
-    failed_before = sum(d.failed_before for d in deduped)
+    total, skipped_before, failed_before = _progress_base(deduped)
     shares = [d.batch_import() for d in deduped]
-    first: list[Batch] = []
-    later: list[Batch] = []
+    out: list[Batch] = []
     index = 0
     for lane in _lanes(deduped):
         frames = dict(lane.parts)
         for pieces in _chunks(lane, batch_size):
-            members = sorted({i for i, _, _ in pieces})
-            local = {position: n for n, position in enumerate(members)}
-            frame = pd.concat(
-                [frames[i].iloc[start:stop][[*BATCH_COLUMNS, "row"]].assign(**{"import": local[i]}) for i, start, stop in pieces],
-                ignore_index=True,
-            )
-            batch = Batch(
-                run_key=run_key,
-                index=index,
-                count=count,
-                update=lane.update,
-                imports=tuple(shares[i] for i in members),
-                frame=frame,
-                total=total,
-                skipped_before=skipped_before,
-                failed_before=failed_before,
-            )
-            (first if lane.phase == 1 else later).append(batch)
+            if (lane.phase > 1) == later:
+                members = sorted({i for i, _, _ in pieces})
+                local = {position: n for n, position in enumerate(members)}
+                frame = pd.concat(
+                    [frames[i].iloc[start:stop][[*BATCH_COLUMNS, "row"]].assign(**{"import": local[i]}) for i, start, stop in pieces],
+                    ignore_index=True,
+                )
+                out.append(Batch(run_key, index, count, lane.update, tuple(shares[i] for i in members), frame, total, skipped_before, failed_before))
             index += 1
-    if not first:
-        empty = pd.DataFrame({c: pd.Series([], dtype="str") for c in BATCH_COLUMNS}).assign(row=pd.Series([], dtype="int64"), **{"import": pd.Series([], dtype="int64")})
-        first.append(Batch(run_key, 0, 1, False, (), empty, total, skipped_before, failed_before))
-    return first, later
+    return out
 
 
 # --- summaries ----------------------------------------------------------------------------------

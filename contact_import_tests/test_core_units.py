@@ -198,8 +198,8 @@ def _deduped(text: bytes) -> stages.DedupedImport:
 
 def test_summarize_refuses_missing_batches_and_bad_sums() -> None:
     deduped = _deduped(b"name,phone\nA,2125550001\nB,2125550002\nC,2125550003\nD,\n")
-    first, later = stages.plan_batches([deduped], 2, "run")
-    assert later == []
+    first = stages.plan_batches([deduped], 2, "run")
+    assert stages.later_batches([deduped], 2, "run") == []
     assert [(b.index, b.count, len(b.frame), b.frame["row"].tolist(), b.failed_before) for b in first] == [
         (0, 2, 2, [2, 3], 1), (1, 2, 1, [4], 1),
     ]

@@ -121,7 +121,7 @@ def test_an_update_file_merges_after_the_earlier_file_of_the_run_inserted_the_ph
     assert list(db.contacts["phone_number"]) == [e164(3)]
     assert list(zip(db.later["phone_number"], db.later["phase"])) == [(e164(2), 2)]
     assert list(zip(dc.later["phone_number"], dc.later["phase"])) == [(e164(2), 3)]
-    first, later = stages.plan_batches([da, db, dc], 10, "run")
+    first, later = stages.plan_batches([da, db, dc], 10, "run"), stages.later_batches([da, db, dc], 10, "run")
     assert [(b.index, b.update, [s.import_id for s in b.imports], len(b.frame)) for b in first] == [
         (0, False, ["run:ws1/imports/a.csv"], 2), (1, True, ["run:ws1/imports/b.csv"], 1),
     ]
@@ -136,8 +136,8 @@ def test_an_update_file_merges_after_the_earlier_file_of_the_run_inserted_the_ph
 def test_batches_hold_rows_of_several_files_in_upload_order() -> None:
     items = [_normalized(i, f"ws{i % 2}/imports/f{i}.csv", [person(10 * i + j) for j in range(3)]) for i in range(4)]
     deduped = stages.dedupe(items, lambda ws, phones: set())
-    first, later = stages.plan_batches(deduped, 5, "run")
-    assert later == []
+    first = stages.plan_batches(deduped, 5, "run")
+    assert stages.later_batches(deduped, 5, "run") == []
     shape = [([s.import_id.rsplit("/", 1)[1] for s in b.imports], list(b.frame["import"]), list(b.frame["row"])) for b in first]
     assert shape == [
         (["f0.csv", "f1.csv"], [0, 0, 0, 1, 1], [2, 3, 4, 2, 3]),
