@@ -82,6 +82,10 @@ class ContactBucket(dg.ConfigurableResource, ABC):
         """Where a person finds the object: a local path or ``s3://bucket/key``."""
 
     @abstractmethod
+    def version(self, key: str) -> str | None:
+        """The object's current version as listings report it, None when it does not exist."""
+
+    @abstractmethod
     def _size(self, key: str) -> int | None:
         """Size in bytes, or None when the object does not exist."""
 
@@ -154,6 +158,11 @@ def _too_big(key: str, size: int, max_bytes: int) -> CsvFileError:
     )
 
 
+def _local_version(stat: os.stat_result) -> str:
+    """A local file's version: it changes whenever the file is rewritten (mtime in ns, and size)."""
+    return f"{stat.st_mtime_ns}-{stat.st_size}"
+
+
 class LocalFolderBucket(ContactBucket):
     """A folder standing in for the bucket: keys are paths below ``root``."""
 
@@ -190,7 +199,7 @@ class LocalFolderBucket(ContactBucket):
                     continue
                 yield BucketObject(
                     key=key,
-                    version=f"{stat.st_mtime_ns}-{stat.st_size}",
+                    version=_local_version(stat),
                     last_modified=stat.st_mtime,
                     size=stat.st_size,
                 )
@@ -213,6 +222,13 @@ class LocalFolderBucket(ContactBucket):
 
     def locator(self, key: str) -> str:
         return str(self._path(key))
+
+    def version(self, key: str) -> str | None:
+        path = self._path(key)
+        if not path.is_file():
+            return None
+        stat = path.stat()
+        return _local_version(stat)
 
     def _size(self, key: str) -> int | None:
         path = self._path(key)
@@ -285,6 +301,10 @@ class S3Bucket(ContactBucket):
 
     def locator(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._full(key)}"
+
+    def version(self, key: str) -> str | None:
+        head = self._head(key)
+        return None if head is None else str(head["ETag"]).strip('"')
 
     def _call(self, operation: str, key: str, **kwargs: Any) -> Any:
         """One client call on ``key``, with failures reported as BucketError naming the object."""

@@ -223,6 +223,9 @@ def clean_up(bucket: ContactBucket, options: ResolvedOptions, warn: Callable[[st
     if not options.reads_bucket or options.cleanup == Cleanup.KEEP:
         return "kept"
     try:
+        current = bucket.version(options.key)
+        if options.version and current not in (None, options.version):
+            return "kept: a newer upload replaced it (the sensor imports that one)"
         if options.cleanup == Cleanup.DELETE:
             bucket.delete(options.key)
             return "deleted"

@@ -9,6 +9,7 @@ import io
 import json
 import os
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import dagster as dg
 import pytest
 
 from contact_import_pipeline import launch, stages
+from contact_import_pipeline.bucket import LocalFolderBucket
 from contact_import_pipeline.contacts_store import ContactsStore
 from contact_import_pipeline.csv_reading import read_csv_bytes
 from contact_import_pipeline.definitions import defs
@@ -26,6 +28,7 @@ from contact_import_pipeline.vocabulary import file_tag, workspace_tag
 
 HEADER = ["First Name", "Last Name", "Email", "Phone"]
 BUCKET = Path(".contact_import") / "bucket"  # the default local bucket, relative to the test's folder
+_NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
 def csv_bytes(rows: list[list[str]], header: list[str] = HEADER) -> bytes:
@@ -85,8 +88,6 @@ def _normalized(position: int, key: str, rows: list[list[str]], **options: Any) 
     raw = stages.RawImport(f"run:{key}", position, resolved, key, read_csv_bytes(csv_bytes(rows), key))
     return stages.normalize(raw)
 
-
-_NOW = __import__("datetime").datetime(2026, 1, 1, tzinfo=__import__("datetime").timezone.utc)
 
 
 def test_a_later_file_of_the_same_workspace_sees_the_earlier_files_phones_as_existing() -> None:
@@ -324,3 +325,19 @@ def test_cli_import_of_one_file_keeps_its_summary(tmp_path: Path) -> None:
     }
     assert (summary["skipped_by_reason"], summary["failed_by_reason"]) == ({"duplicate_in_file": 1}, {"invalid_phone": 1})
     assert summary["rejects_file"].endswith("ws1/imports/rejects/people-rejects.csv")
+
+
+def test_a_source_replaced_by_a_newer_upload_is_not_archived(database_url: str) -> None:
+    """The sensor imports the newer version in a run of its own; archiving it here would lose it."""
+    upload("ws1/imports/a.csv", csv_bytes([person(1)]))
+    upload("ws1/imports/b.csv", csv_bytes([person(2)]))
+    current = {o.key: o.version for o in LocalFolderBucket(root=str(BUCKET)).list_objects()}
+    result = run_files(
+        [{"key": "ws1/imports/a.csv", "version": "an-older-version"}, {"key": "ws1/imports/b.csv", "version": current["ws1/imports/b.csv"]}],
+        database_url,
+    )
+    assert result.success
+    entries = ledger(database_url, result.run_id)
+    assert entries["ws1/imports/a.csv"].cleanup == "kept: a newer upload replaced it (the sensor imports that one)"
+    assert entries["ws1/imports/b.csv"].cleanup == "archived to ws1/imports/processed/b.csv"
+    assert (BUCKET / "ws1/imports/a.csv").is_file() and (BUCKET / "ws1/imports/processed/b.csv").is_file()
