@@ -11,7 +11,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from contact_import_pipeline.bucket import S3Bucket
+from contact_import_pipeline.bucket import BUCKET_ENV, S3_BUCKET_ENV, S3_ENDPOINT_ENV, S3_PREFIX_ENV, S3Bucket
 
 # moto accepts any credentials; fixed ones keep boto3 from looking for real ones.
 TEST_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
@@ -47,6 +47,20 @@ def new_s3_bucket(endpoint: str, prefix: str = "") -> S3Bucket:
     return S3Bucket(
         bucket=name, prefix=prefix, endpoint_url=endpoint, region_name=TEST_REGION, **TEST_CREDENTIALS
     )
+
+
+def s3_bucket_env(bucket: S3Bucket) -> dict[str, str]:
+    """The environment under which ``bucket_from_env()`` is ``bucket``: for the processes a test
+    starts (webserver, daemon, Celery workers), which build their bucket resource from it."""
+    return {
+        BUCKET_ENV: "s3",
+        S3_BUCKET_ENV: bucket.bucket,
+        S3_PREFIX_ENV: bucket.prefix,
+        S3_ENDPOINT_ENV: bucket.endpoint_url or "",
+        "AWS_REGION": bucket.region_name or TEST_REGION,
+        "AWS_ACCESS_KEY_ID": TEST_CREDENTIALS["aws_access_key_id"],
+        "AWS_SECRET_ACCESS_KEY": TEST_CREDENTIALS["aws_secret_access_key"],
+    }
 
 
 # More keys than one list_objects_v2 page (1,000) holds.

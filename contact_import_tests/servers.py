@@ -42,7 +42,7 @@ LOCATION_NAME = "contact_import_pipeline"
 def production_home(parent: Path) -> Path:
     """A new DAGSTER_HOME under ``parent`` holding the repository's production dagster.yaml."""
     home = parent / "dagster_home"
-    home.mkdir()
+    home.mkdir(parents=True)
     shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
     return home
 

@@ -1,7 +1,9 @@
 """Scale-out: a 100k-row import whose steps run on two Celery worker processes (dagster-celery + Redis).
 
 Both workers and the run share the production instance configuration (dagster.yaml on a fresh
-PostgreSQL database) and the contacts database, exactly as separate machines would.
+PostgreSQL database), the contacts database and an S3 bucket (moto's server), exactly as separate
+machines would. Each has a DAGSTER_HOME of its own, and no step output may land in any of them:
+outputs travel through S3 only.
 """
 
 from __future__ import annotations
@@ -19,16 +21,29 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from contact_import_pipeline import launch
 from contact_import_pipeline.contacts_store import ContactsStore
+from contact_import_pipeline.io_managers import BUCKET_OUTPUTS_PREFIX
+from contact_import_pipeline.ledger import Ledger
 from contact_import_pipeline.progress import read_progress
-from contact_import_pipeline.sensors import FILE_TAG, WORKSPACE_TAG
-from contact_import_tests.conftest import batch_frame, dagster_pg_env
-from contact_import_tests.servers import production_home
+from contact_import_pipeline.vocabulary import IMPORT_JOB_CELERY_NAME, Origin
+from contact_import_tests.conftest import dagster_pg_env, insert_rows
+from contact_import_tests.s3_server import new_s3_bucket, s3_bucket_env, s3_endpoint  # noqa: F401 (fixture)
+from contact_import_tests.servers import production_home, run_outputs_folder
 from contact_import_tests.test_pipeline import numbered_rows, write_csv
 
 BIN = Path(sys.executable).parent
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 ROWS = 100_000
+BATCHES = 10
+# Where each step of the run keeps its output, under the run's folder of step outputs: one batch per
+# mapping key of plan_batches, and one result per insert step.
+BATCH_KEYS = [f"batch_{i:05d}" for i in range(BATCHES)]
+STEP_OUTPUTS = sorted(
+    ["raw_csv/result", "normalized_contacts/result", "deduped_contacts/result", "contacts.summarize/result"]
+    + [f"contacts.plan_batches/result/{key}" for key in BATCH_KEYS]
+    + [f"contacts.insert_batch[{key}]/result" for key in BATCH_KEYS]
+)
 READY_TIMEOUT_SECONDS = 180.0
 STOP_GRACE_SECONDS = 15.0
 
@@ -97,32 +112,31 @@ def _stop(process: subprocess.Popen) -> None:
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("celery")
-def test_celery_workers_import_100k_rows(
-    tmp_path: Path, pg_url: str, instance_db: str, celery_broker: str, monkeypatch: pytest.MonkeyPatch
+def test_celery_workers_import_100k_rows_through_s3(
+    tmp_path: Path, pg_url: str, instance_db: str, celery_broker: str, s3_endpoint: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    broker = celery_broker
-    home = production_home(tmp_path)
-    bucket = tmp_path / "bucket"
+    bucket = new_s3_bucket(s3_endpoint)
     env = {
-        "DAGSTER_HOME": str(home),
         "CONTACTS_DATABASE_URL": pg_url,
-        "CONTACT_BUCKET_DIR": str(bucket),
-        "CELERY_BROKER_URL": broker,
-        "CELERY_RESULT_BACKEND": broker,
+        "CELERY_BROKER_URL": celery_broker,
+        "CELERY_RESULT_BACKEND": celery_broker,
+        **s3_bucket_env(bucket),
         **dagster_pg_env(instance_db),
     }
-    for name, value in env.items():
+    # The run's own process and each worker: one dagster.yaml (the same PostgreSQL storage), three homes.
+    homes = {name: production_home(tmp_path / name) for name in ("launcher", "worker1", "worker2")}
+    for name, value in {**env, "DAGSTER_HOME": str(homes["launcher"])}.items():
         monkeypatch.setenv(name, value)
 
     key = "ws1/imports/big.csv"
-    (bucket / "ws1" / "imports").mkdir(parents=True)
-    big_file(bucket / key)
+    bucket.upload_file(key, big_file(tmp_path / "big.csv"))
+    (uploaded,) = bucket.list_objects(key)
     store = ContactsStore(pg_url)
     store.create_schema()
     # 1,000 contacts exist before: 970 of them are valid, first-in-file rows of the upload.
     pre = [(f"Old{i}", "", "", "", "", "", "", "", "", "", "", f"+121220{i // 10000:01d}{i % 10000:04d}") for i in range(1000)]
-    assert store.insert_batch(import_id="pre", batch_index=0, workspace_id="ws1", import_tag="pre",
-                              board_phone_number=None, batch=batch_frame(pre, list(range(1000)))).imported == 1000
+    assert insert_rows(store, pre, workspace_id="ws1", lines=list(range(1000))).imported == 1000
 
     run_tag = uuid.uuid4().hex[:8]
     workers: dict[str, subprocess.Popen] = {}
@@ -134,7 +148,7 @@ def test_celery_workers_import_100k_rows(
             workers[name] = subprocess.Popen(
                 [str(BIN / "celery"), "-A", "dagster_celery.app", "worker", "-P", "solo", "--prefetch-multiplier", "1",
                  "-n", name, "-Q", "dagster", "--loglevel", "INFO"],
-                env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, **env, "DAGSTER_HOME": str(homes[f"worker{index}"]), "PYTHONUNBUFFERED": "1"},
                 cwd=tmp_path,
                 stdout=logs[name].open("w"),
                 stderr=subprocess.STDOUT,
@@ -147,13 +161,15 @@ def test_celery_workers_import_100k_rows(
             time.sleep(0.5)
 
         instance = dg.DagsterInstance.get()
-        instance.add_dynamic_partitions("contact_files", [key])
+        files = [{"key": key, "version": uploaded.version, "uploaded_at": uploaded.last_modified, "import_tag": "celery"}]
+        # The Celery job's executor is configured in code: no execution config.
+        run_config = {k: v for k, v in launch.run_config(files, in_process=False, batch_size=10_000).items() if k != "execution"}
         started = time.perf_counter()
         with dg.execute_job(
-            dg.build_reconstructable_job("contact_import_pipeline.definitions", "import_job_celery"),
+            dg.build_reconstructable_job("contact_import_pipeline.definitions", IMPORT_JOB_CELERY_NAME),
             instance=instance,
-            run_config={"ops": {"raw_csv": {"config": {"import_tag": "celery", "batch_size": 10_000}}}},
-            tags={"dagster/partition": key, FILE_TAG: key, WORKSPACE_TAG: "ws1"},
+            run_config=run_config,
+            tags=launch.run_tags([key], Origin.CLI),
         ) as result:
             seconds = time.perf_counter() - started
             assert result.success, "\n".join(p.read_text()[-3000:] for p in logs.values())
@@ -163,14 +179,18 @@ def test_celery_workers_import_100k_rows(
             ]
         print(f"celery import of {ROWS} rows on 2 workers: {seconds:.1f}s")
 
+        counts = {"total": 100_000, "imported": 96_030, "updated": 0, "skipped": 1_970, "failed": 2_000}
         meta = {k: v.value for k, v in materialization.metadata.items()}
-        assert {k: meta[k] for k in ("total", "imported", "updated", "skipped", "failed", "batches")} == {
-            "total": 100_000, "imported": 96_030, "updated": 0, "skipped": 1_970, "failed": 2_000, "batches": 10,
+        assert {k: meta[k] for k in (*counts, "processed", "batches", "imports", "completed_imports", "failed_imports")} == {
+            **counts, "processed": 100_000, "batches": BATCHES, "imports": 1, "completed_imports": 1, "failed_imports": 0,
         }
         assert meta["skipped_by_reason"] == {"duplicate_existing": 970, "duplicate_in_file": 1_000}
         assert meta["failed_by_reason"] == {"invalid_phone": 2_000}
         assert read_progress(instance.get_run_by_id(result.run_id).tags)["status"] == "completed"
         assert store.count_contacts("ws1") == 1_000 + 96_030
+        (entry,) = Ledger(store).entries(root_run_id=result.run_id)
+        assert (entry.file, entry.import_tag, entry.status) == (key, "celery", "completed")
+        assert {k: getattr(entry, k) for k in counts} == counts
 
         # Every step ran in a Celery worker, and both workers took part.
         by_worker: dict[str, list[str]] = {}
@@ -181,7 +201,16 @@ def test_celery_workers_import_100k_rows(
         print({name: len(keys) for name, keys in by_worker.items()})
         assert set(by_worker) == set(workers), by_worker
         steps = sorted(step for keys in by_worker.values() for step in keys)
-        assert len(steps) == 3 + 1 + 10 + 1  # three assets, plan_batches, 10 insert batches, summarize
+        assert len(steps) == 3 + 1 + BATCHES + 1  # three assets, plan_batches, 10 insert batches, summarize
+
+        # Steps handed their outputs over through the bucket (no daemon runs here to sweep them), and
+        # nothing of them was written under any DAGSTER_HOME: a Celery step opens the instance from the
+        # run's instance ref, so the launcher's storage folder is the one a local output would go to.
+        prefix = f"{BUCKET_OUTPUTS_PREFIX}{result.run_id}/"
+        assert sorted(obj.key[len(prefix):] for obj in bucket.list_objects(prefix)) == STEP_OUTPUTS
+        assert [home for home in homes.values() if run_outputs_folder(home, result.run_id).exists()] == []
+        instance.dispose()
     finally:
         for process in workers.values():
             _stop(process)
+        store.dispose()

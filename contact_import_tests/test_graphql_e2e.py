@@ -18,11 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from contact_import_pipeline import cli
+from contact_import_pipeline import cli, launch
 from contact_import_pipeline.contacts_store import ContactsStore
 from contact_import_pipeline.dagster_api import DagsterApi, DagsterConfigInvalid, RunState
-from contact_import_pipeline.options import ImportOptions
-from contact_import_pipeline.progress import STATUSES
+from contact_import_pipeline.options import FileImport, ImportRunConfig
+from contact_import_pipeline.settings import SMALL_FILE_BYTES_ENV
+from contact_import_pipeline.vocabulary import MAX_RETRIES_TAG, Origin, RunStatus, file_tag
 from contact_import_tests.conftest import create_pg_database, dagster_pg_env, drop_pg_database, require_postgres
 from contact_import_tests.servers import DagsterServers, dagster_servers, production_home
 
@@ -74,9 +75,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DagsterSer
 @pytest.fixture
 def env(stack: tuple[DagsterServers, str], monkeypatch: pytest.MonkeyPatch) -> DagsterServers:
     """This process talks to the stack's webserver and bucket, like a caller on the same host."""
-    servers, _ = stack
+    servers, contacts_url = stack
     monkeypatch.setenv("DAGSTER_URL", servers.url)
     monkeypatch.setenv("CONTACT_BUCKET_DIR", servers.env["CONTACT_BUCKET_DIR"])
+    monkeypatch.setenv("CONTACTS_DATABASE_URL", contacts_url)  # `contact-import status` reads the ledger there
     return servers
 
 
@@ -86,9 +88,21 @@ def run_ids(servers: DagsterServers) -> list[str]:
 
 
 def runs_for_file(servers: DagsterServers, key: str) -> list[str]:
-    query = """query($v: String!) { runsOrError(filter: {tags: [{key: "contact_import/file", value: $v}]}) {
+    """Runs carrying the file ``key``, as the runs list filters them by its file tag."""
+    query = """query($k: String!, $v: String!) { runsOrError(filter: {tags: [{key: $k, value: $v}]}) {
       ... on Runs { results { runId } } } }"""
-    return [r["runId"] for r in servers.graphql(query, {"v": key})["runsOrError"]["results"]]
+    return [r["runId"] for r in servers.graphql(query, {"k": file_tag(key), "v": key})["runsOrError"]["results"]]
+
+
+def imports_table(servers: DagsterServers, run_id: str) -> list[dict]:
+    """Records of the ``imports_table`` metadata of the run's ``contacts`` materialization (the
+    client's materialization_metadata reads scalar and JSON entries only)."""
+    query = """query($r: ID!) { runOrError(runId: $r) { ... on Run { assetMaterializations {
+      assetKey { path } metadataEntries { label ... on TableMetadataEntry { table { records } } } } } } }"""
+    run = servers.graphql(query, {"r": run_id})["runOrError"]
+    (materialization,) = [m for m in run["assetMaterializations"] if m["assetKey"]["path"] == ["contacts"]]
+    (entry,) = [e for e in materialization["metadataEntries"] if e["label"] == "imports_table"]
+    return [json.loads(record) for record in entry["table"]["records"]]
 
 
 def wait_finished(api: DagsterApi, run_id: str, samples: list[RunState] | None = None) -> RunState:
@@ -105,7 +119,7 @@ def wait_finished(api: DagsterApi, run_id: str, samples: list[RunState] | None =
 
 def assert_monotonic(samples: list[RunState]) -> None:
     """Counts never decrease, status only moves forward, totals never change once known."""
-    rank = {status: i for i, status in enumerate(STATUSES)} | {"failed": len(STATUSES) - 2}
+    rank = {RunStatus.INITIALIZING: 0, RunStatus.PROCESSING: 1, RunStatus.COMPLETED: 2, RunStatus.FAILED: 2}
     for before, after in zip(samples, samples[1:]):
         b, a = before.progress, after.progress
         for name in ("processed", "imported", "updated", "skipped", "failed", "current_batch"):
@@ -116,15 +130,20 @@ def assert_monotonic(samples: list[RunState]) -> None:
         assert rank.get(a.get("status"), -1) >= rank.get(b.get("status"), -1), f"status went back: {b} -> {a}"
 
 
-def test_5000_rows_through_graphql_outlive_the_caller_with_monotonic_progress(env: DagsterServers, stack, tmp_path: Path) -> None:
+def test_5000_rows_through_graphql_outlive_the_caller_with_monotonic_progress(
+    env: DagsterServers, stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     servers, contacts_url = stack
     api = DagsterApi(servers.url)
+    # Only for the caller: the file counts as large, so its run has a process per step and inserts 5
+    # batches at once, racing to report progress (a one-process run inserts them one by one, at once).
+    monkeypatch.setenv(SMALL_FILE_BYTES_ENV, "1")
     source = contacts_csv(tmp_path / "fair-5000.csv")
     key = f"{WORKSPACE}/imports/fair-5000.csv"
     # The caller triggers, then follows the progress, like a web backend streaming to a browser.
     caller_code = (
         "import sys; from contact_import_pipeline import cli; from contact_import_pipeline.dagster_api import trigger_import\n"
-        f"r = trigger_import({str(source)!r}, {WORKSPACE!r}, tag='fair', batch_size={BATCH_SIZE})\n"
+        f"r = trigger_import([{str(source)!r}], {WORKSPACE!r}, tag='fair', batch_size={BATCH_SIZE})\n"
         "print(r.run_id, flush=True)\n"
         "sys.exit(cli.main(['status', r.run_id, '--follow']))\n"
     )
@@ -163,19 +182,38 @@ def test_5000_rows_through_graphql_outlive_the_caller_with_monotonic_progress(en
     assert {name: final.progress.get(name) for name in expected} == expected
     assert [e["reason"] for e in final.progress["errors"]] == ["invalid_phone"] * 10
 
+    counts = ("total", "processed", "imported", "updated", "skipped", "failed")
     metadata = api.materialization_metadata(run_id)
-    assert {name: metadata[name] for name in ("total", "processed", "imported", "updated", "skipped", "failed")} == {
-        name: final.progress[name] for name in ("total", "processed", "imported", "updated", "skipped", "failed")}
-    assert (metadata["status"], metadata["batches"]) == ("completed", final.progress["total_batches"])
+    assert {name: metadata[name] for name in counts} == {name: final.progress[name] for name in counts}
+    assert {name: metadata[name] for name in ("status", "batches", "imports", "completed_imports", "failed_imports")} == {
+        "status": "completed", "batches": final.progress["total_batches"], "imports": 1, "completed_imports": 1,
+        "failed_imports": 0,
+    }
+    assert json.loads(metadata["skipped_by_reason"]) == {"duplicate_in_file": DUPLICATES}
+    assert json.loads(metadata["failed_by_reason"]) == {"invalid_phone": INVALID}
     assert json.loads(metadata["errors"]) == final.progress["errors"]
+    assert metadata["summary"].splitlines()[0] == (
+        f"**{UNIQUE}** imported, **0** updated, **{DUPLICATES}** skipped (duplicates), **{INVALID}** failed of "
+        f"**{ROWS}** rows in 10 batches, from **1** of 1 files (0 failed as files)."
+    )
+    assert imports_table(servers, run_id) == [
+        {"file": key, "workspace": WORKSPACE, "tag": "fair", "status": "completed", "total": ROWS, "imported": UNIQUE,
+         "updated": 0, "skipped": DUPLICATES, "failed": INVALID, "error": ""}
+    ]
     assert ContactsStore(contacts_url).count_contacts(WORKSPACE) == UNIQUE
     assert runs_for_file(servers, key) == [run_id]  # the new-file sensor did not import the upload again
 
-    # Reconnect: a fresh reader gets the final state and exit code 0.
+    # Reconnect: a fresh reader gets the final state, the import from the ledger and exit code 0.
     reader = subprocess.run([*CLI, "status", run_id, "--json"], env={**os.environ}, cwd=tmp_path,
                             capture_output=True, text=True, timeout=120)
     assert reader.returncode == 0, reader.stderr
-    assert json.loads(reader.stdout)["progress"] == final.progress
+    out = json.loads(reader.stdout)
+    assert out["progress"] == final.progress
+    (entry,) = out["imports"]
+    assert {name: entry[name] for name in ("file", "workspace_id", "import_tag", "status", "run_id", "origin", *counts)} == {
+        "file": key, "workspace_id": WORKSPACE, "import_tag": "fair", "status": "completed", "run_id": run_id,
+        "origin": "graphql", **{name: final.progress[name] for name in counts},
+    }
 
 
 def test_failed_run_ends_failed_with_the_reason(env: DagsterServers, tmp_path: Path) -> None:
@@ -189,12 +227,18 @@ def test_failed_run_ends_failed_with_the_reason(env: DagsterServers, tmp_path: P
     reason = f"{WORKSPACE}/imports/no-phone.csv: no phone column found"
     assert final.status == "FAILURE"
     assert final.progress["status"] == "failed" and final.progress["error"].startswith(reason)
+    assert final.tags[MAX_RETRIES_TAG] == "0"  # the same file would fail the same way: no automatic retry
 
     status = subprocess.run([*CLI, "status", run_id, "--json"], env={**os.environ}, cwd=tmp_path,
                             capture_output=True, text=True, timeout=120)
     assert status.returncode == 1
     out = json.loads(status.stdout)
     assert (out["run_status"], out["error"]) == ("FAILURE", final.progress["error"])
+    (entry,) = out["imports"]
+    assert (entry["file"], entry["status"], entry["total"], entry["imported"]) == (
+        f"{WORKSPACE}/imports/no-phone.csv", "failed", 0, 0
+    )
+    assert entry["error"] == final.progress["error"]  # a run of one file fails with that file's reason
 
 
 def test_bad_trigger_input_launches_nothing(env: DagsterServers, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -219,10 +263,11 @@ def test_bad_trigger_input_launches_nothing(env: DagsterServers, tmp_path: Path,
 def test_config_error_from_dagster_is_readable(env: DagsterServers) -> None:
     api = DagsterApi(env.url)
     key = f"{WORKSPACE}/imports/typed.csv"
-    api.add_partition(key)
+    config = launch.run_config([{"key": key}], in_process=True)
+    config["ops"]["raw_csv"]["config"]["batch_size"] = "500"  # text where Dagster wants an Int
     before = run_ids(env)
     with pytest.raises(DagsterConfigInvalid) as caught:
-        api.launch_import({"ops": {"raw_csv": {"config": {"batch_size": "500"}}}}, {"dagster/partition": key})
+        api.launch_import(config, launch.run_tags([key], Origin.GRAPHQL))
     assert str(caught.value) == (
         'Dagster refused the run config: Invalid scalar at path root:ops:raw_csv:config:batch_size. '
         'Value "500" of type "<class \'str\'>" is not valid for expected type "Int".'
@@ -235,8 +280,17 @@ def test_launchpad_documents_every_option(env: DagsterServers) -> None:
       repositoryName: "__repository__", pipelineName: "import_job"}) { ... on RunConfigSchema {
       allConfigTypes { ... on CompositeConfigType { fields { name description isRequired defaultValueAsJson } } } } } }"""
     types = env.graphql(query)["runConfigSchemaOrError"]["allConfigTypes"]
-    names = set(ImportOptions.model_fields)
-    (fields,) = [t["fields"] for t in types if t.get("fields") and {f["name"] for f in t["fields"]} == names]
-    assert all(f["description"] and not f["isRequired"] for f in fields)
-    defaults = {f["name"]: f["defaultValueAsJson"] for f in fields}
-    assert (defaults["batch_size"], defaults["on_duplicate"]) == ("100000", '"skip"')
+
+    def fields_of(config: type) -> dict[str, dict]:
+        names = set(config.model_fields)
+        (fields,) = [t["fields"] for t in types if t.get("fields") and {f["name"] for f in t["fields"]} == names]
+        return {f["name"]: f for f in fields}
+
+    files = fields_of(FileImport)
+    assert all(f["description"] and not f["isRequired"] for f in files.values())
+    assert (files["on_duplicate"]["defaultValueAsJson"], files["cleanup"]["defaultValueAsJson"]) == ('""', '""')
+    run = fields_of(ImportRunConfig)
+    assert all(f["description"] for f in run.values())
+    assert {name: (f["isRequired"], f["defaultValueAsJson"]) for name, f in run.items()} == {
+        "files": (True, None), "batch_size": (False, "100000"),
+    }

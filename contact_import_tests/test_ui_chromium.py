@@ -17,6 +17,8 @@ import pytest
 from contact_import_pipeline.dagster_api import DagsterApi, trigger_import
 from contact_import_pipeline.progress import COUNT_FIELDS
 from contact_import_pipeline.runner import LOCAL_DAGSTER_YAML
+from contact_import_pipeline.settings import SMALL_FILE_BYTES_ENV
+from contact_import_pipeline.vocabulary import TAG_PREFIX, file_tag, workspace_tag
 from contact_import_tests.servers import REPO_ROOT, dagster_servers
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ui_chromium")]
@@ -48,12 +50,12 @@ def require_chromium() -> None:
 
 
 def tag_values(text: str) -> dict[str, str]:
-    """``contact_import/<field>: <value>`` lines as shown in the run's tags dialog."""
-    return dict(re.findall(r"^contact_import/(\w+): (.*)$", text, flags=re.MULTILINE))
+    """``contact_import/<name>: <value>`` lines as shown in the run's tags dialog, by name."""
+    return dict(re.findall(r"^contact_import/([\w.-]+): (.*)$", text, flags=re.MULTILINE))
 
 
 def show_tags(page, url: str, screenshot: Path) -> dict[str, str]:  # noqa: ANN001 - playwright Page
-    """Open the run page, open "View tags and config", screenshot it and return the progress tags."""
+    """Open the run page, open "View tags and config", screenshot it and return our tags."""
     page.goto(url)
     view_tags = page.get_by_role("button", name="View tags and config")
     view_tags.wait_for(timeout=60_000)
@@ -82,13 +84,16 @@ def test_run_page_shows_progress_while_running_and_after(tmp_path: Path, monkeyp
         "CONTACT_BUCKET_DIR": str(tmp_path / "bucket"),
     }
     monkeypatch.setenv("CONTACT_BUCKET_DIR", env["CONTACT_BUCKET_DIR"])
+    # Only for this caller: the file counts as large, so its run has a process per step and its 20
+    # insert steps take long enough to be seen mid-way (a one-process run of 5,000 rows is over at once).
+    monkeypatch.setenv(SMALL_FILE_BYTES_ENV, "1")
     lines = ["name,phone"] + [f"P{i},+1 (201) {300 + i // 10000:03d}-{i % 10000:04d}" for i in range(ROWS)]
     (tmp_path / "ui.csv").write_text("\n".join(lines) + "\n")
     ARTIFACTS.mkdir(exist_ok=True)
 
     with dagster_servers(home, env, tmp_path / "logs") as servers:
         api = DagsterApi(servers.url)
-        run = trigger_import(str(tmp_path / "ui.csv"), "ui", batch_size=BATCH_SIZE, dagster_url=servers.url)
+        run = trigger_import([str(tmp_path / "ui.csv")], "ui", batch_size=BATCH_SIZE, dagster_url=servers.url)
         deadline = time.monotonic() + RUN_TIMEOUT_SECONDS
         while api.read_run(run.run_id).progress.get("current_batch", 0) < 1:
             assert time.monotonic() < deadline, "the run never started inserting"
@@ -112,8 +117,12 @@ def test_run_page_shows_progress_while_running_and_after(tmp_path: Path, monkeyp
     assert during["status"] == "processing", during
     assert 0 < int(during["imported"]) < ROWS and 0 < int(during["processed"]) < ROWS
     assert 1 <= int(during["current_batch"]) < int(during["total_batches"]) == ROWS // BATCH_SIZE
-    assert {name: after[name] for name in ("status", "total", "processed", "imported", "skipped", "failed", "current_batch", "total_batches")} == {
-        "status": "completed", "total": str(ROWS), "processed": str(ROWS), "imported": str(ROWS), "skipped": "0",
-        "failed": "0", "current_batch": "20", "total_batches": "20",
+    assert {name: after[name] for name in ("status", *COUNT_FIELDS)} == {
+        "status": "completed", "total": str(ROWS), "processed": str(ROWS), "imported": str(ROWS), "updated": "0",
+        "skipped": "0", "failed": "0", "current_batch": "20", "total_batches": "20",
     }
     assert {name: after[name] for name in COUNT_FIELDS} == {name: str(final.progress[name]) for name in COUNT_FIELDS}
+    # The page also names the run's file and workspace: the tags the runs list filters by.
+    key = "ui/imports/ui.csv"
+    identity = [tag.removeprefix(TAG_PREFIX) for tag in (file_tag(key), workspace_tag("ui"))]
+    assert [after.get(name) for name in identity] == [key, "ui"]
