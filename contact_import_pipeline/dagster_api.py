@@ -8,6 +8,7 @@ has its own exception, with a message that can be shown to a person as it is.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -79,6 +80,7 @@ query RunMaterializations($runId: ID!) {
           ... on JsonMetadataEntry { jsonString }
           ... on MarkdownMetadataEntry { mdStr }
           ... on PathMetadataEntry { path }
+          ... on TableMetadataEntry { table { records } }
         }
       }
     }
@@ -269,6 +271,9 @@ class DagsterApi:
 
 
 def _entry_value(entry: dict[str, Any]) -> Any:
+    """A metadata entry's value; a table is its list of records (dicts)."""
+    if "table" in entry:
+        return [json.loads(record) for record in entry["table"]["records"]]
     for name in ("intValue", "text", "jsonString", "mdStr", "path"):
         if name in entry:
             return entry[name]

@@ -94,17 +94,6 @@ def runs_for_file(servers: DagsterServers, key: str) -> list[str]:
     return [r["runId"] for r in servers.graphql(query, {"k": file_tag(key), "v": key})["runsOrError"]["results"]]
 
 
-def imports_table(servers: DagsterServers, run_id: str) -> list[dict]:
-    """Records of the ``imports_table`` metadata of the run's ``contacts`` materialization (the
-    client's materialization_metadata reads scalar and JSON entries only)."""
-    query = """query($r: ID!) { runOrError(runId: $r) { ... on Run { assetMaterializations {
-      assetKey { path } metadataEntries { label ... on TableMetadataEntry { table { records } } } } } } }"""
-    run = servers.graphql(query, {"r": run_id})["runOrError"]
-    (materialization,) = [m for m in run["assetMaterializations"] if m["assetKey"]["path"] == ["contacts"]]
-    (entry,) = [e for e in materialization["metadataEntries"] if e["label"] == "imports_table"]
-    return [json.loads(record) for record in entry["table"]["records"]]
-
-
 def wait_finished(api: DagsterApi, run_id: str, samples: list[RunState] | None = None) -> RunState:
     deadline = time.monotonic() + RUN_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
@@ -196,7 +185,7 @@ def test_5000_rows_through_graphql_outlive_the_caller_with_monotonic_progress(
         f"**{UNIQUE}** imported, **0** updated, **{DUPLICATES}** skipped (duplicates), **{INVALID}** failed of "
         f"**{ROWS}** rows in 10 batches, from **1** of 1 files (0 failed as files)."
     )
-    assert imports_table(servers, run_id) == [
+    assert metadata["imports_table"] == [
         {"file": key, "workspace": WORKSPACE, "tag": "fair", "status": "completed", "total": ROWS, "imported": UNIQUE,
          "updated": 0, "skipped": DUPLICATES, "failed": INVALID, "error": ""}
     ]
