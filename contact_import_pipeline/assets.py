@@ -13,7 +13,7 @@ import dagster as dg
 from contact_import_pipeline import imports, progress, stages
 from contact_import_pipeline.bucket import ContactBucket
 from contact_import_pipeline.contacts_store import ContactsStore, ImportProgress
-from contact_import_pipeline.errors import ImportFileError
+from contact_import_pipeline.errors import ImportFileError, OptionsError
 from contact_import_pipeline.ledger import Ledger, LedgerEntry, PlannedImport
 from contact_import_pipeline.options import ImportRunConfig, check_batch_size
 from contact_import_pipeline.resources import ContactsDatabase
@@ -94,7 +94,10 @@ def raw_csv(
     progress.report(context.instance, context.run.run_id, status=RunStatus.INITIALIZING)
     try:
         batch_size = check_batch_size(config.batch_size)
-    except ValueError as exc:
+        if not config.files:
+            raise OptionsError("the run config lists no files (ops.raw_csv.config.files)")
+    except OptionsError as exc:
+        context.instance.add_run_tags(context.run.run_id, {MAX_RETRIES_TAG: "0"})
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
     store, ledger = _ledger(contacts_db)
     store.create_schema()

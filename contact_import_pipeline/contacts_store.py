@@ -536,7 +536,11 @@ def _pg_insert(conn: sa.Connection, imports: Sequence[BatchImport], batch: pd.Da
     Either way rows go in sorted by (workspace, phone), the order of the unique index, so two
     batches take index locks in the same order and cannot deadlock.
     """
-    table = _arrow_batch(imports, batch).sort_by([("workspace_id", "ascending"), ("phone_number", "ascending")])
+    # The unique index's order; one workspace (every big file's batches) needs only the phone.
+    keys = [("phone_number", "ascending")]
+    if len({share.workspace_id for share in imports}) > 1:
+        keys.insert(0, ("workspace_id", "ascending"))
+    table = _arrow_batch(imports, batch).sort_by(keys)
     dbapi = conn.connection.driver_connection
     with dbapi.cursor() as cur:
         if not update and _copy_straight_in(cur, table):

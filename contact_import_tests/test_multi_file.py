@@ -341,3 +341,11 @@ def test_a_source_replaced_by_a_newer_upload_is_not_archived(database_url: str) 
     assert entries["ws1/imports/a.csv"].cleanup == "kept: a newer upload replaced it (the sensor imports that one)"
     assert entries["ws1/imports/b.csv"].cleanup == "archived to ws1/imports/processed/b.csv"
     assert (BUCKET / "ws1/imports/a.csv").is_file() and (BUCKET / "ws1/imports/processed/b.csv").is_file()
+
+
+def test_a_run_without_files_fails_with_the_reason(tmp_path: Path) -> None:
+    result = run_files([], f"sqlite:///{tmp_path / 'contacts.db'}")
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    assert failure.step_failure_data.user_failure_data.description == "the run config lists no files (ops.raw_csv.config.files)"
+    assert local_instance().get_run_by_id(result.run_id).tags["dagster/max_retries"] == "0"
