@@ -11,7 +11,9 @@ is a digest of its set of ``key@version``: the daemon's second guard against dup
 
 Packing. Each tick, the files that are ready go into runs in upload order: small files share a
 run that executes in one process, up to a cap on files and bytes; a large file gets a run of its
-own with a process per step.
+own with a process per step. A workspace's files are imported strictly in upload order, so that
+its duplicates resolve as if its files had been imported one after another: a workspace with an
+unfinished run waits for it, and a tick gives each workspace one contiguous stretch of its files.
 """
 
 from __future__ import annotations
@@ -32,11 +34,25 @@ from contact_import_pipeline.keys import IMPORTS_FOLDER, PROCESSED_FOLDER, REJEC
 from contact_import_pipeline.ledger import Ledger
 from contact_import_pipeline.resources import ContactsDatabase
 from contact_import_pipeline.settings import OUTPUT_SWEEP_SECONDS, SensorSettings, output_retention_seconds
-from contact_import_pipeline.vocabulary import IMPORT_JOB_NAME, ORIGIN_TAG, WILL_RETRY_TAG, Origin, RunStatus
+from contact_import_pipeline.vocabulary import (
+    IMPORT_JOB_NAME,
+    ORIGIN_TAG,
+    WILL_RETRY_TAG,
+    WORKSPACE_TAG_PREFIX,
+    Origin,
+    RunStatus,
+)
 
 # Runs launched by `contact-import trigger` are looked up from a little before the last tick, and
 # on a sensor's very first tick from this far back.
 _TRIGGER_SCAN_MARGIN = timedelta(seconds=60)
+_UNFINISHED = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
 _FIRST_TRIGGER_SCAN = timedelta(hours=1)
 
 
@@ -98,24 +114,67 @@ def launched_by_trigger(instance: dg.DagsterInstance, since: datetime) -> set[tu
     return found
 
 
-def pack(ready: list[BucketObject], settings: SensorSettings) -> list[list[BucketObject]]:
-    """Group ready files (in upload order) into runs: small files together up to the caps, a large file alone."""
+def busy_workspaces(instance: dg.DagsterInstance) -> set[str]:
+    """Workspaces with an import run not finished yet (queued, starting or running)."""
+    records = instance.get_run_records(filters=dg.RunsFilter(job_name=IMPORT_JOB_NAME, statuses=_UNFINISHED))
+    return {key[len(WORKSPACE_TAG_PREFIX) :] for r in records for key in r.dagster_run.tags if key.startswith(WORKSPACE_TAG_PREFIX)}
+
+
+def pack(
+    ready: list[BucketObject], busy: set[str], settings: SensorSettings
+) -> tuple[list[list[BucketObject]], list[BucketObject]]:
+    """Group ready files (in upload order) into runs; return (runs, files left for later ticks).
+
+    A workspace's files are imported strictly in upload order: a workspace whose run is not
+    finished waits, and otherwise gives this tick one contiguous stretch of its files (small
+    files up to the caps, or one large file alone), so two runs never race for its phones.
+    Stretches of several workspaces share a run up to the caps.
+    """
+    by_workspace: dict[str, list[BucketObject]] = {}
+    for obj in ready:
+        by_workspace.setdefault(parse_import_key(obj.key).workspace_id, []).append(obj)
+    stretches: list[list[BucketObject]] = []
+    later: list[BucketObject] = []
+    for workspace_id, files in by_workspace.items():
+        stretch = [] if workspace_id in busy else _stretch(files, settings)
+        if stretch:
+            stretches.append(stretch)
+        later += files[len(stretch) :]
     runs: list[list[BucketObject]] = []
     current: list[BucketObject] = []
-    size = 0
-    for obj in ready:
-        if obj.size >= settings.small_file_bytes:
-            runs.append([obj])
+    for stretch in stretches:  # each starts with its workspace's oldest ready file: upload order
+        if stretch[0].size >= settings.small_file_bytes:
+            runs.append(stretch)
             continue
-        if current and (len(current) >= settings.max_files_per_run or size + obj.size > settings.max_run_bytes):
+        if current and (len(current) + len(stretch) > settings.max_files_per_run or _bytes(current) + _bytes(stretch) > settings.max_run_bytes):
             runs.append(current)
-            current, size = [], 0
-        current.append(obj)
-        size += obj.size
+            current = []
+        current += stretch
     if current:
         runs.append(current)
-    runs.sort(key=lambda files: ready.index(files[0]))
-    return runs
+    order = {obj.key: n for n, obj in enumerate(ready)}
+    runs.sort(key=lambda files: order[files[0].key])
+    for files in runs[settings.max_runs_per_tick :]:
+        later += files
+    return runs[: settings.max_runs_per_tick], sorted(later, key=lambda obj: order[obj.key])
+
+
+def _stretch(files: list[BucketObject], settings: SensorSettings) -> list[BucketObject]:
+    """The oldest files of one workspace that can run now: one large file, or small files up to the caps."""
+    if files[0].size >= settings.small_file_bytes:
+        return files[:1]
+    stretch: list[BucketObject] = []
+    for obj in files:
+        if obj.size >= settings.small_file_bytes or len(stretch) == settings.max_files_per_run:
+            break
+        if stretch and _bytes(stretch) + obj.size > settings.max_run_bytes:
+            break
+        stretch.append(obj)
+    return stretch
+
+
+def _bytes(files: list[BucketObject]) -> int:
+    return sum(obj.size for obj in files)
 
 
 def run_request(files: list[BucketObject], settings: SensorSettings) -> dg.RunRequest:
@@ -133,7 +192,9 @@ def run_request(files: list[BucketObject], settings: SensorSettings) -> dg.RunRe
 
 @dg.sensor(
     job_name=IMPORT_JOB_NAME,
-    minimum_interval_seconds=SensorSettings.from_env().interval_seconds,
+    # Dagster's daemon looks at sensors every 5 s and skips a tick whose interval has not fully
+    # elapsed, so an interval of exactly 5 s would tick every 10 s: a second less keeps the pace.
+    minimum_interval_seconds=max(1, SensorSettings.from_env().interval_seconds - 1),
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
 def new_files_sensor(context: dg.SensorEvaluationContext, bucket: ContactBucket) -> dg.SensorResult:
@@ -174,16 +235,14 @@ def new_files_sensor(context: dg.SensorEvaluationContext, bucket: ContactBucket)
             waiting += 1
 
     ready.sort(key=lambda obj: (obj.last_modified, obj.key))
-    runs = pack(ready, settings)
-    chosen, deferred = runs[: settings.max_runs_per_tick], runs[settings.max_runs_per_tick :]
-    for files in deferred:  # already settled: keep them ready for the next tick
-        for obj in files:
-            cursor.pending[obj.key] = obj.version
+    chosen, deferred = pack(ready, busy_workspaces(context.instance) if ready else set(), settings)
+    for obj in deferred:  # already settled: keep them ready for the next tick
+        cursor.pending[obj.key] = obj.version
     for files in chosen:
         for obj in files:
             cursor.requested[obj.key] = obj.version
     if deferred:
-        context.log.info(f"{sum(len(f) for f in deferred)} more new files left for the next ticks")
+        context.log.info(f"{len(deferred)} more new files left for the next ticks (workspaces keep upload order)")
     return dg.SensorResult(
         run_requests=[run_request(files, settings) for files in chosen],
         skip_reason=None if chosen else f"no new files ({waiting} still being written)",

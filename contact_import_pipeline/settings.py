@@ -75,14 +75,15 @@ class Limits:
 # thousand keys stays far below the daemon's 60 s tick timeout; tests set 2 s.
 SENSOR_INTERVAL_ENV = "CONTACT_SENSOR_INTERVAL_SECONDS"
 DEFAULT_SENSOR_INTERVAL_SECONDS = 15
-# Runs one tick may request. The daemon creates ~4 runs/s on a small host, so 50 runs keep a tick
-# near 15 s; a bigger drop is requested oldest first over the following ticks.
+# Runs one tick may request. The daemon creates runs at under 2 per second on 2 cores (about 0.6 s
+# each), so 10 runs of up to 200 files keep a tick under 10 s; a bigger drop is requested oldest
+# first over the following ticks, while the first runs already work.
 SENSOR_MAX_RUNS_ENV = "CONTACT_SENSOR_MAX_RUNS_PER_TICK"
-DEFAULT_SENSOR_MAX_RUNS_PER_TICK = 50
+DEFAULT_SENSOR_MAX_RUNS_PER_TICK = 10
 # Packing uploads into runs. Files below SMALL_FILE_BYTES share a run that executes in one process
 # (one start-up for all of them); a larger file gets a run of its own with a process per step,
-# where its phones use every core and 5 batches insert at once. 20 MB (~180k rows) is where the
-# two cost the same on 2 cores (bench/README.md, line many_files). A run holds at most
+# where its phones use every core and 5 batches insert at once. 20 MB (~180k rows) is about where
+# the two cost the same on 2 cores (bench/README.md, "Small or large"). A run holds at most
 # MAX_FILES_PER_RUN files and MAX_RUN_BYTES bytes, so its memory stays well under 1 GiB and a
 # retried run redoes little.
 SMALL_FILE_BYTES_ENV = "CONTACT_SENSOR_SMALL_FILE_BYTES"

@@ -133,23 +133,44 @@ def test_small_files_share_runs_up_to_the_caps_and_a_large_file_runs_alone(tmp_p
     monkeypatch.setenv("CONTACT_SENSOR_SMALL_FILE_BYTES", "1000")
     monkeypatch.setenv("CONTACT_SENSOR_MAX_FILES_PER_RUN", "3")
     monkeypatch.setenv("CONTACT_SENSOR_MAX_RUN_BYTES", "250")
-    sizes = {"f0": 100, "f1": 100, "big": 5000, "f2": 100, "f3": 10, "f4": 10, "f5": 10, "f6": 10}
-    for age, (name, size) in zip(range(1000, 0, -10), sizes.items()):  # uploaded in this order
-        put_local(tmp_path, f"ws{age % 3}/imports/{name}.csv", b"p" * size, age=age)
+    uploads = [  # (workspace, name, bytes), in upload order
+        ("ws0", "a0", 100), ("ws1", "b0", 100), ("ws2", "big", 5000), ("ws2", "c1", 10), ("ws0", "a1", 100),
+        ("ws1", "b1", 10), ("ws3", "d0", 10), ("ws0", "a2", 60), ("ws3", "d1", 10), ("ws3", "d2", 10), ("ws3", "d3", 10),
+    ]
+    for age, (workspace, name, size) in zip(range(1000, 0, -10), uploads):
+        put_local(tmp_path, f"{workspace}/imports/{name}.csv", b"p" * size, age=age)
     ticker = Ticker(LocalFolderBucket(root=str(tmp_path)))
     settle(ticker)
-    runs = ticker.tick().run_requests
-    names = [[key.rsplit("/", 1)[1][:-4] for key in files_of(r)] for r in runs]
-    # f2 would take the first run past 250 bytes; f5 would make a fourth file.
-    assert names == [["f0", "f1"], ["big"], ["f2", "f3", "f4"], ["f5", "f6"]]
-    executors = [r.run_config["execution"]["config"]["in_process"] for r in runs]
-    assert executors == [True, False, True, True]
-    assert "resources" not in runs[1].run_config  # a big file's steps run in processes of their own
-    assert [int(r.tags["contact_import/files"]) for r in runs] == [2, 1, 3, 2]
-    assert {k for k in runs[2].tags if k.startswith("contact_import/ws.")} == {
-        f"contact_import/ws.{key.split('/')[0]}" for key in files_of(runs[2])
-    }
+
+    def names(requests: list[dg.RunRequest]) -> list[list[str]]:
+        return [[key.rsplit("/", 1)[1][:-4] for key in files_of(r)] for r in requests]
+
+    first = ticker.tick().run_requests
+    # Each workspace gives one stretch in upload order: ws0 stops before a2 (250 bytes), ws2's big
+    # file runs alone and its c1 waits for the next tick, ws3 stops at 3 files. Stretches share
+    # runs up to 3 files and 250 bytes.
+    assert names(first) == [["a0", "a1"], ["b0", "b1"], ["big"], ["d0", "d1", "d2"]]
+    assert [r.run_config["execution"]["config"]["in_process"] for r in first] == [True, True, False, True]
+    assert "resources" not in first[2].run_config  # a big file's steps run in processes of their own
+    assert [int(r.tags["contact_import/files"]) for r in first] == [2, 2, 1, 3]
+    assert {k for k in first[3].tags if k.startswith("contact_import/ws.")} == {"contact_import/ws.ws3"}
+    assert names(ticker.tick().run_requests) == [["c1", "a2", "d3"]]
     assert ticker.tick().run_requests == []
+
+
+def test_a_workspace_with_an_unfinished_run_waits_for_it(tmp_path) -> None:
+    """Two runs of one workspace would race for its phones: its next files wait for the run to end."""
+    put_local(tmp_path, "ws1/imports/a.csv", b"p\n1\n", age=100)
+    put_local(tmp_path, "ws2/imports/b.csv", b"p\n2\n", age=90)
+    ticker = Ticker(LocalFolderBucket(root=str(tmp_path)))
+    busy = dg.DagsterRun(job_name="import_job", run_id="1" * 36, tags=launch.run_tags(["ws1/imports/old.csv"], "sensor"),
+                         status=dg.DagsterRunStatus.STARTED)
+    ticker.instance.add_run(busy)
+    settle(ticker)
+    assert [files_of(r) for r in ticker.tick().run_requests] == [["ws2/imports/b.csv"]]
+    assert ticker.tick().run_requests == []  # ws1's run is still going
+    ticker.instance.report_run_failed(ticker.instance.get_run_by_id(busy.run_id))
+    assert [files_of(r) for r in ticker.tick().run_requests] == [["ws1/imports/a.csv"]]
 
 
 def test_file_version_launched_by_trigger_is_not_requested_again(tmp_path) -> None:
@@ -165,6 +186,7 @@ def test_file_version_launched_by_trigger_is_not_requested_again(tmp_path) -> No
             run_id="0" * 36,
             run_config=launch.run_config([{"key": "acme/imports/a.csv", "version": versions["acme/imports/a.csv"]}], in_process=True),
             tags=launch.run_tags(["acme/imports/a.csv"], "graphql"),
+            status=dg.DagsterRunStatus.SUCCESS,
         )
     )
     settle(ticker)
@@ -174,36 +196,47 @@ def test_file_version_launched_by_trigger_is_not_requested_again(tmp_path) -> No
     assert json.loads(ticker.cursor)["requested"] == versions
 
 
-def test_1005_keys_each_requested_once_local(tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("CONTACT_SENSOR_MAX_RUNS_PER_TICK", "2000")
+def ticks_until_quiet(ticker: Ticker) -> list[int]:
+    """Tick until a tick requests nothing; the number of runs each busy tick requested."""
+    counts = []
+    while runs := ticker.tick().run_requests:
+        counts.append(len(runs))
+    return counts
+
+
+def test_1005_keys_each_requested_once_local(tmp_path) -> None:
     for key in PAGINATION_KEYS:
         put_local(tmp_path, key, b"p\n1\n")
     ticker = Ticker(LocalFolderBucket(root=str(tmp_path)))
     settle(ticker)
-    assert len(ticker.tick().run_requests) == 6  # 200 files per run
-    assert ticker.tick().run_requests == []
+    assert ticks_until_quiet(ticker) == [1] * 6  # one workspace: 200 files a run, one run at a time
     assert ticker.requested_keys() == PAGINATION_KEYS
 
 
-def test_1005_keys_each_requested_once_s3(big_s3_bucket: S3Bucket, monkeypatch) -> None:  # noqa: F811
-    monkeypatch.setenv("CONTACT_SENSOR_MAX_RUNS_PER_TICK", "2000")
+def test_1005_keys_each_requested_once_s3(big_s3_bucket: S3Bucket) -> None:  # noqa: F811
     ticker = Ticker(big_s3_bucket)
-    assert len(ticker.tick().run_requests) == 6
-    assert ticker.tick().run_requests == []
+    assert ticks_until_quiet(ticker) == [1] * 6
     assert ticker.requested_keys() == PAGINATION_KEYS
     assert len(set(ticker.run_keys)) == 6
 
 
 def test_oldest_files_first_and_the_rest_on_later_ticks(tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("CONTACT_SENSOR_MAX_RUNS_PER_TICK", "5")
+    monkeypatch.setenv("CONTACT_SENSOR_MAX_RUNS_PER_TICK", "2")
     monkeypatch.setenv("CONTACT_SENSOR_MAX_FILES_PER_RUN", "10")
-    keys = [f"ws1/imports/f{i:03d}.csv" for i in range(120)]
+    keys = [f"ws{i % 3}/imports/f{i:03d}.csv" for i in range(60)]
     for age, key in zip(range(1000, 880, -1), keys):  # f000 is the oldest
         put_local(tmp_path, key, b"p\n1\n", age=age)
     ticker = Ticker(LocalFolderBucket(root=str(tmp_path)))
     settle(ticker)
-    ticks = [[key for r in ticker.tick().run_requests for key in files_of(r)] for _ in range(4)]
-    assert ticks == [keys[:50], keys[50:100], keys[100:], []]
+    ticks = [[files_of(r) for r in ticker.tick().run_requests] for _ in range(5)]
+    by_workspace = [[keys[i] for i in range(60) if i % 3 == w] for w in range(3)]
+    assert ticks == [
+        [by_workspace[0][:10], by_workspace[1][:10]],
+        [by_workspace[2][:10], by_workspace[0][10:]],
+        [by_workspace[1][10:], by_workspace[2][10:]],
+        [],
+        [],
+    ]
 
 
 def test_ten_thousand_waiting_files_are_each_requested_once(tmp_path) -> None:
@@ -212,8 +245,7 @@ def test_ten_thousand_waiting_files_are_each_requested_once(tmp_path) -> None:
         put_local(tmp_path, key, b"p\n1\n")
     ticker = Ticker(LocalFolderBucket(root=str(tmp_path)))
     settle(ticker)
-    assert len(ticker.tick().run_requests) == 50  # 50 runs of 200 files: every file in one tick
-    assert ticker.tick().run_requests == []
+    assert ticks_until_quiet(ticker) == [10] * 5  # 10 runs of one workspace's 200 files a tick
     assert ticker.requested_keys() == sorted(keys)
 
 
