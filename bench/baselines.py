@@ -13,6 +13,12 @@ Each returns the load-phase wall seconds (after imports, database and schema cre
 peak RSS of the measuring process. Run one in its own process so its peak RSS is its own:
 
     python -m bench.baselines copy bench/data/contacts_100k.csv     # prints one JSON line
+
+``reference-file`` runs the reference algorithm on one file of one workspace into an existing
+database (kept), as the reference design's script per upload did; ``bench.many_files`` starts one
+such process per file:
+
+    python -m bench.baselines reference-file f0001.csv --workspace ws01 --database bench_ab12cd
 """
 
 from __future__ import annotations
@@ -134,49 +140,59 @@ def run_copy(csv_path: Path) -> dict[str, float]:
     return {"seconds": seconds, "peak_rss_mb": self_peak_rss_mb(), "contacts": rows}
 
 
-def run_reference(csv_path: Path) -> dict[str, float]:
-    """(b) The reference design's algorithm, faithfully slow: no cache, 50-row INSERTs, 5 threads."""
+def reference_import(csv_path: Path, dbname: str, workspace_id: str = WORKSPACE_ID) -> float:
+    """The reference design's algorithm on one file into an existing database; returns its seconds.
+
+    Faithfully slow: no cache, 50-row INSERTs, 5 threads. The workspace's phones already in the
+    database count as existing, so files of one workspace imported one after another resolve
+    duplicates the way the reference did (the first file's row stays).
+    """
     placeholders = "(" + ", ".join(["%s"] * len(CONTACT_COLUMNS)) + ")"
     columns = ", ".join(CONTACT_COLUMNS)
 
     def insert_sql(n: int) -> str:
         return f"INSERT INTO contacts ({columns}) VALUES " + ", ".join([placeholders] * n)
 
+    local = threading.local()
+    connections: list[psycopg.Connection] = []
+    lock = threading.Lock()
+
+    def insert_batch(batch: list[tuple[str, ...]]) -> None:
+        conn = getattr(local, "conn", None)
+        if conn is None:
+            conn = local.conn = psycopg.connect(conninfo(dbname), autocommit=True)
+            with lock:
+                connections.append(conn)
+        conn.execute(insert_sql(len(batch)), [value for row in batch for value in row])
+
+    started = time.perf_counter()
+    with csv_path.open(newline="", encoding="utf-8") as src:
+        rows = list(csv.DictReader(src))
+    with psycopg.connect(conninfo(dbname)) as conn:
+        existing = {
+            r[0] for r in conn.execute("SELECT phone_number FROM contacts WHERE workspace_id = %s", (workspace_id,))
+        }
+    contacts = []
+    for row in rows:
+        phone = normalize_phone(row[PHONE_HEADER])
+        if phone is None or phone in existing:
+            continue
+        existing.add(phone)
+        contacts.append(contact_tuple(row, phone, workspace_id))
+    batches = [contacts[i : i + REFERENCE_BATCH_ROWS] for i in range(0, len(contacts), REFERENCE_BATCH_ROWS)]
+    with ThreadPoolExecutor(REFERENCE_THREADS) as pool:
+        list(pool.map(insert_batch, batches))
+    seconds = time.perf_counter() - started
+    for conn in connections:
+        conn.close()
+    return seconds
+
+
+def run_reference(csv_path: Path) -> dict[str, float]:
+    """(b) The reference design's algorithm on one file into a fresh database."""
     with fresh_database() as db:
         create_schema(db)
-        local = threading.local()
-        connections: list[psycopg.Connection] = []
-        lock = threading.Lock()
-
-        def insert_batch(batch: list[tuple[str, ...]]) -> None:
-            conn = getattr(local, "conn", None)
-            if conn is None:
-                conn = local.conn = psycopg.connect(conninfo(db), autocommit=True)
-                with lock:
-                    connections.append(conn)
-            conn.execute(insert_sql(len(batch)), [value for row in batch for value in row])
-
-        started = time.perf_counter()
-        with csv_path.open(newline="", encoding="utf-8") as src:
-            rows = list(csv.DictReader(src))
-        with psycopg.connect(conninfo(db)) as conn:
-            existing = {
-                r[0]
-                for r in conn.execute("SELECT phone_number FROM contacts WHERE workspace_id = %s", (WORKSPACE_ID,))
-            }
-        contacts = []
-        for row in rows:
-            phone = normalize_phone(row[PHONE_HEADER])
-            if phone is None or phone in existing:
-                continue
-            existing.add(phone)
-            contacts.append(contact_tuple(row, phone))
-        batches = [contacts[i : i + REFERENCE_BATCH_ROWS] for i in range(0, len(contacts), REFERENCE_BATCH_ROWS)]
-        with ThreadPoolExecutor(REFERENCE_THREADS) as pool:
-            list(pool.map(insert_batch, batches))
-        seconds = time.perf_counter() - started
-        for conn in connections:
-            conn.close()
+        seconds = reference_import(csv_path, db)
         inserted = count_contacts(db)
     return {"seconds": seconds, "peak_rss_mb": self_peak_rss_mb(), "contacts": inserted}
 
@@ -212,11 +228,17 @@ BASELINES = {"copy": run_copy, "reference": run_reference, "to_sql": run_to_sql}
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("baseline", choices=[*BASELINES, "prepare"])
+    parser.add_argument("baseline", choices=[*BASELINES, "prepare", "reference-file"])
     parser.add_argument("csv", type=Path)
+    parser.add_argument("--workspace", default=WORKSPACE_ID, help="reference-file: the file's workspace")
+    parser.add_argument("--database", help="reference-file: existing database holding contacts (kept)")
     args = parser.parse_args(argv)
     if args.baseline == "prepare":
         result: dict[str, float] = dict(prepare_normalized(args.csv))
+    elif args.baseline == "reference-file":
+        if not args.database:
+            parser.error("reference-file needs --database")
+        result = {"seconds": reference_import(args.csv, args.database, args.workspace)}
     else:
         result = BASELINES[args.baseline](args.csv)
     print(json.dumps(result))

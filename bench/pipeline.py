@@ -2,9 +2,10 @@
 
 * ``cli``: ``contact-import import <csv> --workspace bench --database-url … --json`` as a whole
   process; wall time of that process, peak RSS of its largest process.
-* ``launched``: the import job as a launched run with its own multiprocess executor
-  (``dagster.execute_job`` on a reconstructable job, a temporary Dagster instance, the file in a
-  temporary bucket folder); seconds of ``execute_job``, peak RSS of the largest process.
+* ``launched``: the import job as a launched run of one file with a process per step, the shape
+  the sensor gives a big file (``dagster.execute_job`` on a reconstructable job, run config from
+  ``launch.run_config``, a temporary Dagster instance, the file in a temporary bucket folder);
+  seconds of ``execute_job``, peak RSS of the largest process, stage timings from the ledger.
 * ``noop``: a job of six no-op steps shaped like a one-batch import (raw_csv → normalized →
   deduped → plan → 1 insert → summarize) under the same executor, the floor for ``launched``.
 * ``cli`` with ``--template``: the same CLI import into a copy of a database whose workspace
@@ -45,7 +46,6 @@ from bench.common import (
 
 DEFINITIONS_MODULE = "contact_import_pipeline.definitions"
 IMPORT_JOB_NAME = "import_job"
-PARTITIONS_NAME = "contact_files"
 # Environment the pipeline reads (contacts_store.DATABASE_URL_ENV, bucket.BUCKET_DIR_ENV).
 DATABASE_URL_ENV = "CONTACTS_DATABASE_URL"
 BUCKET_DIR_ENV = "CONTACT_BUCKET_DIR"
@@ -122,30 +122,17 @@ def import_job() -> Any:
     return defs.resolve_job_def(IMPORT_JOB_NAME)
 
 
-def _execution_config(job: Any) -> dict[str, Any]:
-    """Run config for the executor: 5 processes at once when the job leaves it open.
+def ledger_timings(db_url: str, run_id: str) -> dict[str, float] | None:
+    """Stage seconds of the run's one import, as its ledger entry recorded them."""
+    from contact_import_pipeline.contacts_store import ContactsStore
+    from contact_import_pipeline.ledger import Ledger
 
-    A job whose executor is already configured (the import job's is) takes no executor config.
-    """
-    if job.executor_def.name == "multi_or_in_process_executor":
-        return {"execution": {"config": {"multiprocess": {"max_concurrent": MAX_CONCURRENT}}}}
-    return {}
-
-
-def _find_timings(result: Any) -> dict[str, float] | None:
-    """The summary's ``timings``: from the ``contacts`` output, else from any event's metadata."""
+    store = ContactsStore(db_url)
     try:
-        summary = result.output_for_node("contacts")
-        if isinstance(summary, dict) and summary.get("timings"):
-            return summary["timings"]
-    except Exception:  # noqa: BLE001 - the output may not be loadable; metadata is the fallback
-        pass
-    for event in result.all_events:
-        if event.is_step_materialization:
-            metadata = event.step_materialization_data.materialization.metadata
-            if "timings" in metadata:
-                return metadata["timings"].value
-    return None
+        entries = Ledger(store).entries(root_run_id=run_id)
+    finally:
+        store.dispose()  # a pooled connection would keep the database from being dropped
+    return entries[0].details.get("timings") if entries else None
 
 
 def _failure_text(event: Any) -> str:
@@ -156,14 +143,12 @@ def _failure_text(event: Any) -> str:
     return f"{event.step_key}: {data.error.message.strip() if data.error else event.message}"
 
 
-def _execute(job_factory: str, run_config: dict[str, Any], instance_dir: Path, tags: dict[str, str], partition_key: str | None) -> dict[str, Any]:
+def _execute(job_factory: str, run_config: dict[str, Any], instance_dir: Path, tags: dict[str, str]) -> dict[str, Any]:
     """Execute a reconstructable job under a temporary instance and time ``execute_job``."""
     import dagster as dg
 
     instance_dir.mkdir(parents=True, exist_ok=True)
     instance = dg.DagsterInstance.local_temp(tempdir=str(instance_dir), overrides={"telemetry": {"enabled": False}})
-    if partition_key:
-        instance.add_dynamic_partitions(PARTITIONS_NAME, [partition_key])
     job = dg.build_reconstructable_job("bench.pipeline", job_factory, reconstructor_working_directory=str(REPO_DIR))
     started = time.perf_counter()
     # Step processes are children of a forkserver that outlives the run, so rusage alone misses them.
@@ -173,25 +158,28 @@ def _execute(job_factory: str, run_config: dict[str, Any], instance_dir: Path, t
             failures = [_failure_text(e) for e in result.all_events if e.is_step_failure]
             raise RuntimeError(f"{job_factory} run failed: {failures[:3]}")
         steps = sum(1 for e in result.all_events if e.is_step_success)
-        timings = _find_timings(result) if partition_key else None
+        run_id = result.run_id
     return {
         "seconds": seconds,
+        "run_id": run_id,
         "steps": steps,
-        "timings": timings,
         "peak_rss_mb": max(self_peak_rss_mb(), _children_peak_mb(), sampler.largest_mb),
         "tree_rss_mb": sampler.total_mb,
     }
 
 
 def run_launched(csv_path: Path, db_url: str, workspace_id: str = WORKSPACE_ID) -> dict[str, Any]:
-    """Import ``csv_path`` as a launched run of the import job with the multiprocess executor.
+    """Import ``csv_path`` as a launched run of the import job, a process per step.
 
-    The file is put into a temporary bucket folder under ``<workspace>/imports/`` and added as a
-    dynamic partition, as the sensor would; step processes inherit the bucket and database
-    settings from the environment.
+    The file is put into a temporary bucket folder under ``<workspace>/imports/`` and launched with
+    the run config and tags the sensor gives a big file (``in_process=False``); step processes
+    inherit the bucket and database settings from the environment.
     """
     if not launched_available():
         raise NotImplementedError("needs contact_import_pipeline.definitions")
+    from contact_import_pipeline import launch
+    from contact_import_pipeline.vocabulary import Origin
+
     key = f"{workspace_id}/imports/{csv_path.name}"
     with tempfile.TemporaryDirectory() as tmp:
         bucket = Path(tmp, "bucket")
@@ -199,8 +187,10 @@ def run_launched(csv_path: Path, db_url: str, workspace_id: str = WORKSPACE_ID) 
         shutil.copyfile(csv_path, bucket / key)
         os.environ[BUCKET_DIR_ENV] = str(bucket)
         os.environ[DATABASE_URL_ENV] = db_url
-        run_config = {"ops": {"raw_csv": {"config": {"workspace_id": workspace_id}}}, **_execution_config(import_job())}
-        return _execute("import_job", run_config, Path(tmp, "home"), {"dagster/partition": key}, key)
+        run_config = launch.run_config([{"key": key}], in_process=False)
+        outcome = _execute("import_job", run_config, Path(tmp, "home"), launch.run_tags([key], Origin.SENSOR))
+    outcome["timings"] = ledger_timings(db_url, outcome["run_id"])
+    return outcome
 
 
 def _noop_ops() -> Any:
@@ -261,7 +251,7 @@ def noop_job() -> Any:
 
 def run_noop() -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
-        outcome = _execute("noop_job", {}, Path(tmp, "home"), {}, None)
+        outcome = _execute("noop_job", {}, Path(tmp, "home"), {})
     outcome["executor"] = noop_executor()[1]
     return outcome
 

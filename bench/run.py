@@ -1,11 +1,15 @@
 """Run the benchmark lines, each in a fresh process, and write ``bench/results/latest.md``.
 
     python -m bench.run [--sizes 5k,100k,1m] [--repeats 3]
-                        [--only copy,reference,to_sql,cli,launched,noop,workspace1m]
+                        [--only copy,reference,to_sql,cli,launched,noop,workspace1m[,many_files]]
+                        [--files 1000 --rows 300 --workspaces 50 --interval 5]
 
 Repeats are interleaved (copy, reference, ..., then the next repeat) so that a noisy moment on a
 shared machine hits every line of a size alike; every figure is reported as a ratio to the COPY
 floor measured in the same run. Pipeline lines that do not exist yet are listed as such.
+
+``many_files`` (bench.many_files) runs only when named in --only: it is measured once, after the
+other lines, with its own baseline (the reference script per file) and its own section.
 """
 
 from __future__ import annotations
@@ -24,12 +28,14 @@ from typing import Any
 
 import psycopg
 
-from bench import pipeline
+from bench import many_files, pipeline
 from bench.common import ADMIN_CONNINFO, REPO_DIR, RESULTS_DIR, SIZES, ensure_data
 
 BASELINE_LINES = ("copy", "reference", "to_sql")
 PIPELINE_LINES = ("cli", "launched")
 ALL_LINES = (*BASELINE_LINES, *PIPELINE_LINES, "noop", "workspace1m")
+# Lines run only when asked for by name (long, and measured once).
+OPTIONAL_LINES = ("many_files",)
 NOOP_LABEL = "5k"
 WORKSPACE_LABEL = "10k"
 BIG_LABEL = "1m"
@@ -173,19 +179,99 @@ def _environment() -> list[str]:
     ]
 
 
+def _seconds(values: list[float | None] | None) -> str:
+    if not values:
+        return "not measured"
+    return ", ".join(f"{v:.2f}" if v is not None else "not finished" for v in values)
+
+
+def _yes(flag: bool | None) -> str:
+    return {True: "yes", False: "no", None: "—"}[flag]
+
+
+def many_files_section(many: dict[str, Any] | str) -> list[str]:
+    """The many_files line: its figures and its targets (``many`` is its JSON, or why it failed)."""
+    out = ["", "## Many small files (`many_files`)", ""]
+    if isinstance(many, str):
+        return out + [f"failed: {many}"]
+    shape, burst, reference = many["shape"], many["burst"], many["reference"]
+    latency = burst["latency_s"] or {}
+    ledger = burst["ledger"]
+    contacts = many["contacts"]
+    s3 = many.get("single_s3", {})
+    tick = many.get("sensor_tick", {})
+    evaluation, daemon_tick = tick.get("evaluation", {}), tick.get("daemon", {})
+    triggers = many.get("trigger", [])
+    trigger_statuses = f" ({', '.join(t['status'] for t in triggers)})" if triggers else ""
+    out += [
+        f"{shape['files']:,} files of {shape['rows']} rows over {shape['workspaces']} workspaces, renamed into the "
+        f"bucket folder at once; sensor interval {shape['interval_s']} s; the repository's dagster.yaml (PostgreSQL "
+        "storage) and one `dagster-daemon`. Measured once; the reference ran in the same run.",
+        "",
+        "| figure | value |",
+        "| --- | --- |",
+        f"| pipeline (sensor + daemon): files/min | {burst['files_per_min']} ({burst['archived']:,} of "
+        f"{burst['files']:,} archived, {burst['wall_s']} s from first landing to last archived) |",
+        f"| reference algorithm, a process per file: files/min | {reference['files_per_min']} ({reference['wall_s']} s) |",
+        f"| pipeline ÷ reference, files/min | {many['pipeline_vs_reference']} |",
+        f"| upload → archived s: first / median / p95 / max | "
+        f"{' / '.join(str(latency.get(k, '—')) for k in ('first', 'median', 'p95', 'max'))} |",
+        f"| runs Dagster created | {burst['runs']} ({', '.join(f'{k} {v}' for k, v in burst['by_status'].items())}); "
+        f"files per run {burst['files_per_run']}; median queue {burst['queue_s_median']} s, median run {burst['run_s_median']} s |",
+        f"| ledger: every file `completed` exactly once | {_yes(ledger['completed_exactly_once'])} "
+        f"({', '.join(f'{k} {v}' for k, v in ledger['by_status'].items())}) |",
+        f"| contacts per workspace identical to the reference's | {_yes(contacts['identical'])} "
+        f"({contacts['differing_workspaces']} of {shape['workspaces']} workspaces differ; {contacts['pipeline_contacts']:,} "
+        f"vs {contacts['reference_contacts']:,} contacts) |",
+        f"| one file alone, local folder: landing → archived s | {_seconds(many.get('single_local'))} |",
+        f"| one file alone, S3 (moto): upload → archived s | {s3.get('skipped') or _seconds(s3.get('seconds'))} |",
+        f"| `trigger` of one local file: launch → run finished s | {_seconds([t['seconds'] for t in triggers])}{trigger_statuses} |",
+        f"| new_files_sensor over {many_files.TICK_FILES:,} settled files: one evaluation s (the first, all pending) | "
+        f"{evaluation.get('seconds', '—')} ({evaluation.get('pending_s', '—')}); {evaluation.get('runs_requested', '—')} runs requested |",
+        f"| the daemon's tick over the same files s (the tick before, all pending) | {daemon_tick.get('tick_s', '—')} "
+        f"({daemon_tick.get('pending_tick_s', '—')}); {daemon_tick.get('runs_requested', '—')} runs submitted |",
+        "",
+        "| target | measured (slowest) | met? |",
+        "| --- | ---: | --- |",
+    ]
+    for target in many["targets"]:
+        measured = "not measured" if target["measured"] is None else target["measured"]
+        unfinished = f" ({target['unfinished']} not finished)" if target["unfinished"] else ""
+        out.append(f"| {target['target']} | {measured}{unfinished} | {_yes(target['met'])} |")
+    return out
+
+
 def report(
-    lines: list[Line], inputs: dict[str, dict[str, int]], unavailable: dict[str, str], repeats: int, started: str
+    lines: list[Line],
+    inputs: dict[str, dict[str, int]],
+    unavailable: dict[str, str],
+    repeats: int,
+    started: str,
+    many: dict[str, Any] | str | None = None,
 ) -> str:
-    """The Markdown report: inputs, one row per line, then the target ratios."""
+    """The Markdown report: inputs, one row per line, the target ratios, then the many_files line."""
     by_key = {(l.name, l.label): l for l in lines}
     out = [
         "# Benchmark results (latest run)",
         "",
         f"Written by `python -m bench.run` — started {started}, finished "
-        f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; median of {repeats} repeats, each in a fresh process.",
-        "Machines are shared and noisy: compare ratios to the COPY floor of the same run, not absolute seconds.",
+        f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}"
+        + (f"; median of {repeats} repeats, each in a fresh process." if lines else "."),
+        "Machines are shared and noisy: compare ratios to the baselines of the same run, not absolute seconds.",
         "",
         *_environment(),
+    ]
+    if lines or unavailable:
+        out += _lines_and_targets(lines, by_key, inputs, unavailable)
+    if many is not None:
+        out += many_files_section(many)
+    return "\n".join(out) + "\n"
+
+
+def _lines_and_targets(
+    lines: list[Line], by_key: dict[tuple[str, str], Line], inputs: dict[str, dict[str, int]], unavailable: dict[str, str]
+) -> list[str]:
+    out = [
         "",
         "## Inputs",
         "",
@@ -247,19 +333,26 @@ def report(
     big, empty = by_key.get(("workspace1m-big", WORKSPACE_LABEL)), by_key.get(("workspace1m-empty", WORKSPACE_LABEL))
     if big or empty:
         out.append(f"| 10k into 1M workspace ≤ 1.5× empty (paired) | big ÷ empty = {_paired(big, empty)} |")
-    return "\n".join(out) + "\n"
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="5k,100k,1m", help=f"comma-separated, from {', '.join(SIZES)}")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--only", default=",".join(ALL_LINES), help=f"comma-separated, from {', '.join(ALL_LINES)}")
+    parser.add_argument(
+        "--only", default=",".join(ALL_LINES), help=f"comma-separated, from {', '.join((*ALL_LINES, *OPTIONAL_LINES))}"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "latest.md")
+    group = parser.add_argument_group("many_files line")
+    group.add_argument("--files", type=int, default=many_files.DEFAULT_FILES, help="files in the burst")
+    group.add_argument("--rows", type=int, default=many_files.DEFAULT_ROWS, help="rows per file")
+    group.add_argument("--workspaces", type=int, default=many_files.DEFAULT_WORKSPACES)
+    group.add_argument("--interval", type=int, default=many_files.DEFAULT_INTERVAL_SECONDS, help="sensor interval, seconds")
     args = parser.parse_args(argv)
     sizes = [s.strip().lower() for s in args.sizes.split(",") if s.strip()]
     only = [s.strip() for s in args.only.split(",") if s.strip()]
-    for value, allowed in ((sizes, SIZES), (only, ALL_LINES)):
+    for value, allowed in ((sizes, SIZES), (only, (*ALL_LINES, *OPTIONAL_LINES))):
         unknown = sorted(set(value) - set(allowed))
         if unknown:
             parser.error(f"unknown {unknown}; choose from {', '.join(allowed)}")
@@ -275,10 +368,11 @@ def main(argv: list[str] | None = None) -> None:
     started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     inputs: dict[str, dict[str, int]] = {}
     lines: list[Line] = []
+    many: dict[str, Any] | str | None = None
 
     def write() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report(lines, inputs, unavailable, args.repeats, started))
+        args.out.write_text(report(lines, inputs, unavailable, args.repeats, started, many))
 
     groups = list(sizes)
     if "noop" in only and NOOP_LABEL not in groups:
@@ -305,6 +399,17 @@ def main(argv: list[str] | None = None) -> None:
             measure(group, args.repeats, write)
         finally:
             pipeline.drop_template()
+
+    if "many_files" in only:
+        shape = ("--files", str(args.files), "--rows", str(args.rows), "--workspaces", str(args.workspaces),
+                 "--interval", str(args.interval))
+        try:
+            many = run_child(_module("bench.many_files", *shape))
+            detail = f"{many['burst']['files_per_min']} files/min, reference {many['reference']['files_per_min']}"
+        except (RuntimeError, ValueError) as exc:
+            many = str(exc)
+            detail = f"failed: {exc}"
+        print(f"[many_files] {detail}", file=sys.stderr, flush=True)
 
     write()
     print(args.out.read_text())
