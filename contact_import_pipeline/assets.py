@@ -90,8 +90,10 @@ def raw_csv(
     context: dg.AssetExecutionContext, config: ImportRunConfig, bucket: ContactBucket, contacts_db: ContactsDatabase
 ) -> dg.Output:
     """The run's uploaded CSV files, each decoded (encoding and delimiter detected) into rows of text."""
+    # A retry or re-execution starts with its parent's tags: start its progress afresh.
+    progress.report(context.instance, context.run.run_id, status=RunStatus.INITIALIZING, error="", errors=[],
+                    **dict.fromkeys(progress.COUNT_FIELDS, 0))
     _wait_before_retry(context)
-    progress.report(context.instance, context.run.run_id, status=RunStatus.INITIALIZING)
     try:
         batch_size = check_batch_size(config.batch_size)
         if not config.files:
@@ -180,6 +182,14 @@ def deduped_contacts(
     deduped = stages.dedupe(
         working, lambda workspace_id, phones: store.existing_phones(workspace_id, phones, planned.get(workspace_id, frozenset()))
     )
+    changed = [d.options.key for d in deduped if d.import_id in recorded and set(d.contacts["phone_number"]) != recorded[d.import_id]]
+    if changed:  # the batches recorded as landed would not hold the rows they name any more
+        context.instance.add_run_tags(context.run.run_id, {MAX_RETRIES_TAG: "0"})
+        raise dg.Failure(
+            description=f"{', '.join(changed)}: the file's rows changed since this run's first attempt (replaced upload?); "
+            "its earlier batches no longer match it. Upload it again to import it as a new import.",
+            allow_retries=False,
+        )
     store.record_plans({d.import_id: d.contacts["phone_number"] for d in deduped})
     count, members = stages.batch_membership(deduped, normalized_contacts.batch_size)
     ledger.planned(
@@ -307,18 +317,26 @@ def summarize(
             summaries.append((stages.summarize(item, members[item.import_id], recorded[item.import_id], insert_seconds), item))
         except stages.AccountingError as exc:
             broken.append(str(exc))
-    ledger.complete(imports.in_threads(lambda pair: imports.finish(*pair, bucket, context.log.warning), summaries))
-    entries = ledger.entries(import_ids=[getattr(item, "import_id") for item in deduped.imports])
-    entries.sort(key=lambda e: e.position)
+    if broken:  # nothing completes: a re-execution plans every import of the run again, same batches
+        return _fail(context, _run_value(_entries(ledger, deduped), count=len(results)), "; ".join(broken), retry=True)
+    ledger.complete(imports.in_threads(lambda pair: imports.result_of(*pair, bucket), summaries))
+    entries = _entries(ledger, deduped)
+    options = {item.import_id: item.options for item in deduped.imports if item.options is not None}
+    pending = [(e.import_id, options[e.import_id]) for e in entries if e.status == ImportStatus.COMPLETED and e.cleanup is None and e.import_id in options]
+    imports.clean_up_completed(pending, bucket, ledger, context.log.warning)
+    entries = _entries(ledger, deduped)
     value = _run_value(entries, count=len(results))
-    if broken:
-        return _fail(context, value, "; ".join(broken), retry=True)
     if entries and all(e.status == ImportStatus.FAILED for e in entries):
         reasons = entries[0].error or "" if len(entries) == 1 else "; ".join(f"{e.file}: {e.error}" for e in entries)
         return _fail(context, value, reasons, retry=False)
     progress.report(context.instance, context.run.run_id, status=RunStatus.COMPLETED, **_counts(value),
                     current_batch=value["batches"], total_batches=value["batches"], errors=value["errors"])
     return dg.Output(value, metadata=_metadata(value, entries))
+
+
+def _entries(ledger: Ledger, stage: stages.RunStage) -> list[LedgerEntry]:
+    """The run's imports as the ledger has them, in upload order."""
+    return sorted(ledger.entries(import_ids=[item.import_id for item in stage.imports]), key=lambda e: e.position)
 
 
 def _fail(context: dg.OpExecutionContext, value: dict, reason: str, retry: bool) -> dg.Output:

@@ -132,24 +132,37 @@ def open_imports(
         for o in opened
     ]
     entries = ledger.claim(claims, run_id=run_id, root_run_id=root_run_id)
+    planned_before = set(ledger.store.recorded_plans([o.import_id for o in opened]))
     out: list[RawImport | SettledImport | None] = [None] * len(opened)
     to_read: list[tuple[_Opened, ResolvedOptions]] = []
     for item in opened:
         entry = entries[item.import_id]
         if ImportStatus(entry.status).final:  # done by an earlier attempt: nothing to redo
-            out[item.position] = SettledImport(item.import_id, item.position, item.key, entry.workspace_id, entry.status, entry.error)
+            out[item.position] = SettledImport(
+                item.import_id, item.position, item.key, entry.workspace_id, entry.status, entry.error, item.options
+            )
+        elif item.import_id in planned_before and item.options is None:
+            raise ImportInterrupted(f"{item.key}: {item.error} (an earlier attempt of this run had read it)")
         elif item.options is None:
             out[item.position] = fail(ledger, item.import_id, item.position, item.key, entry.workspace_id, item.error or "invalid options")
         else:
             to_read.append((item, replace(item.options, import_tag=entry.import_tag)))
     if len(to_read) == 1:  # one (possibly large) file: its bytes are dropped as soon as they are decoded
         item, options = to_read[0]
-        out[item.position] = _read(item, options, lambda: read_source(options, bucket, limits.max_file_bytes), ledger, limits)
+        loads = [lambda: read_source(options, bucket, limits.max_file_bytes)]
     else:
         fetched = in_threads(lambda pair: _fetch(pair[1], bucket, limits), to_read)
-        for (item, options), data in zip(to_read, fetched):
-            out[item.position] = _read(item, options, lambda data=data: _bytes_or_raise(data), ledger, limits)
+        loads = [lambda data=data: _bytes_or_raise(data) for data in fetched]
+    for (item, options), load in zip(to_read, loads):
+        read = _read(item, options, load, ledger, limits, interrupt=item.import_id in planned_before)
+        out[item.position] = read
     return [item for item in out if item is not None]
+
+
+class ImportInterrupted(RuntimeError):
+    """A file an earlier attempt of this run had read (and may have partly inserted) cannot be read
+    now (a URL that expired or answers 503, an object deleted meanwhile). Failing the import would
+    hide the rows that landed, so the run fails instead and is retried (or re-executed by hand)."""
 
 
 def _fetch(options: ResolvedOptions, bucket: ContactBucket, limits: Limits) -> bytes | Exception:
@@ -167,13 +180,15 @@ def _bytes_or_raise(data: bytes | Exception) -> bytes:
 
 
 def _read(
-    item: _Opened, options: ResolvedOptions, load: Callable[[], bytes], ledger: Ledger, limits: Limits
+    item: _Opened, options: ResolvedOptions, load: Callable[[], bytes], ledger: Ledger, limits: Limits, interrupt: bool
 ) -> RawImport | SettledImport:
     started = time.perf_counter()
     name = source_name(options)
     try:
         table = read_csv_loaded(load, name, limits)
     except (ImportFileError, OptionsError) as exc:
+        if interrupt:
+            raise ImportInterrupted(f"{exc} (an earlier attempt of this run had read it)") from None
         return fail(ledger, item.import_id, item.position, options.key, options.workspace_id, str(exc))
     return RawImport(
         import_id=item.import_id,
@@ -191,12 +206,15 @@ def fail(ledger: Ledger, import_id: str, position: int, key: str, workspace_id: 
     return SettledImport(import_id, position, key, workspace_id, ImportStatus.FAILED, error)
 
 
-def finish(summary: Summary, deduped: DedupedImport, bucket: ContactBucket, warn: Callable[[str], None]) -> ImportResult:
-    """Write the import's rejects file, clean up its source, and return what the ledger records."""
+def result_of(summary: Summary, deduped: DedupedImport, bucket: ContactBucket) -> ImportResult:
+    """Write the import's rejects file and return what the ledger records when the run completes.
+
+    The source is cleaned up only after the outcome is recorded (``clean_up_completed``): a run that
+    stops in between still finds the file, and the next attempt finishes the cleanup.
+    """
     rejects_file = None
     if summary.rejects:
         rejects_file = bucket.write_bytes(parse_import_key(deduped.options.key).rejects_key, rejects_csv(deduped.header, summary.rejects))
-    cleanup = clean_up(bucket, deduped.options, warn)
     return ImportResult(
         import_id=summary.import_id,
         total=summary.total,
@@ -208,7 +226,6 @@ def finish(summary: Summary, deduped: DedupedImport, bucket: ContactBucket, warn
         failed_by_reason=summary.failed_by_reason,
         errors=summary.errors,
         rejects_file=rejects_file,
-        cleanup=cleanup,
         details={
             "encoding": summary.encoding,
             "delimiter": summary.delimiter,
@@ -216,6 +233,14 @@ def finish(summary: Summary, deduped: DedupedImport, bucket: ContactBucket, warn
             "timings": {k: round(v, 3) for k, v in summary.timings.items()},
         },
     )
+
+
+def clean_up_completed(
+    pending: Sequence[tuple[str, ResolvedOptions]], bucket: ContactBucket, ledger: Ledger, warn: Callable[[str], None]
+) -> None:
+    """Archive, delete or keep the sources of completed imports, and record what was done."""
+    outcomes = in_threads(lambda pair: (pair[0], clean_up(bucket, pair[1], warn)), pending)
+    ledger.cleaned_up(dict(outcomes))
 
 
 def clean_up(bucket: ContactBucket, options: ResolvedOptions, warn: Callable[[str], None]) -> str:

@@ -68,7 +68,6 @@ class ImportResult:
     failed_by_reason: dict[str, int]
     errors: list[dict[str, Any]]
     rejects_file: str | None
-    cleanup: str | None
     details: dict[str, Any]
 
 
@@ -233,8 +232,17 @@ class Ledger:
             with self.engine.begin() as conn:
                 conn.execute(contact_imports.update().where(contact_imports.c.import_id == sa.bindparam("b_id")), rows)
 
+    def cleaned_up(self, outcomes: dict[str, str]) -> None:
+        """Record what became of each completed import's source (archived, deleted, kept)."""
+        rows = [{"b_id": import_id, "cleanup": outcome} for import_id, outcome in outcomes.items()]
+        if rows:
+            with self.engine.begin() as conn:
+                conn.execute(contact_imports.update().where(contact_imports.c.import_id == sa.bindparam("b_id")), rows)
+
     def complete(self, results: Iterable[ImportResult]) -> None:
-        """Record the final counts of completed imports and drop their recorded plans."""
+        """Record the final counts of completed imports and drop their recorded plans (one
+        transaction: a run's imports complete together, so a re-execution of a run that failed
+        plans every one of them again, and its batches keep their numbers)."""
         rows = [
             {
                 "b_id": r.import_id,
@@ -249,7 +257,6 @@ class Ledger:
                 "failed_by_reason": r.failed_by_reason,
                 "errors": r.errors,
                 "rejects_file": r.rejects_file,
-                "cleanup": r.cleanup,
                 "details": r.details,
                 "ended_at": _now(),
             }

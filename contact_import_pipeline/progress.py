@@ -47,7 +47,7 @@ def read_progress(tags: Mapping[str, str]) -> dict[str, Any]:
             out[name] = int(value)
         elif name == "errors":
             out[name] = json.loads(value)
-        elif name in TEXT_FIELDS:
+        elif name in TEXT_FIELDS and value:  # an emptied error (a retry starting afresh) is no error
             out[name] = value
     return out
 

@@ -41,6 +41,7 @@ class SettledImport:
     workspace_id: str
     status: str
     error: str | None = None
+    options: ResolvedOptions | None = None  # known when its options still resolve (for a pending cleanup)
 
 
 @dataclass

@@ -23,6 +23,7 @@ from contact_import_pipeline.csv_reading import read_csv_bytes
 from contact_import_pipeline.definitions import defs
 from contact_import_pipeline.ledger import Ledger, LedgerEntry
 from contact_import_pipeline.options import FileImport, resolve_options
+from contact_import_pipeline.progress import describe_step_failure
 from contact_import_pipeline.runner import ImportRequest, local_instance, run_import
 from contact_import_pipeline.vocabulary import file_tag, workspace_tag
 
@@ -349,3 +350,71 @@ def test_a_run_without_files_fails_with_the_reason(tmp_path: Path) -> None:
     (failure,) = [e for e in result.all_events if e.is_step_failure]
     assert failure.step_failure_data.user_failure_data.description == "the run config lists no files (ops.raw_csv.config.files)"
     assert local_instance().get_run_by_id(result.run_id).tags["dagster/max_retries"] == "0"
+
+
+def _run_crashing_at_summarize(files: list[dict[str, Any]], database_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """One run that stops after every batch landed, before any import completes; its run id."""
+
+    def crash(*_args: object, **_kwargs: object) -> None:
+        raise dg.Failure(description="worker lost", allow_retries=False)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(stages, "summarize", crash)
+        result = run_files(files, database_url, batch_size=1)
+    assert not result.success
+    return result.run_id
+
+
+def _reexecute(run_id: str) -> dg.ExecuteJobResult:
+    instance = local_instance()
+    with dg.execute_job(
+        dg.build_reconstructable_job("contact_import_pipeline.definitions", "import_job"),
+        instance=instance,
+        reexecution_options=dg.ReexecutionOptions(parent_run_id=run_id),
+        run_config=instance.get_run_by_id(run_id).run_config,
+        raise_on_error=False,
+    ) as result:
+        return result
+
+
+@pytest.mark.slow
+def test_a_file_read_before_a_crash_but_not_after_fails_the_run_not_the_import(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Marking it failed would hide the rows that landed; the run fails and is retried instead."""
+    upload("ws1/imports/a.csv", csv_bytes([person(1), person(2)]))
+    upload("ws1/imports/b.csv", csv_bytes([person(3)]))
+    files = [{"key": "ws1/imports/a.csv", "cleanup": "keep"}, {"key": "ws1/imports/b.csv", "cleanup": "keep"}]
+    first = _run_crashing_at_summarize(files, database_url, monkeypatch)
+    assert {k: e.status for k, e in ledger(database_url, first).items()} == {k["key"]: "running" for k in files}
+    saved = (BUCKET / "ws1/imports/b.csv").read_bytes()
+    (BUCKET / "ws1/imports/b.csv").unlink()
+
+    gone = _reexecute(first)
+    assert not gone.success
+    (failure,) = [e for e in gone.all_events if e.is_step_failure]
+    message, _ = describe_step_failure(failure)
+    assert message.startswith("step raw_csv failed: contact_import_pipeline.imports.ImportInterrupted: ws1/imports/b.csv: ")
+    assert message.endswith("(an earlier attempt of this run had read it)")
+    assert {k: e.status for k, e in ledger(database_url, first).items()} == {k["key"]: "running" for k in files}
+
+    upload("ws1/imports/b.csv", saved)
+    back = _reexecute(first)
+    assert back.success
+    assert {k: counts(e) for k, e in ledger(database_url, first).items()} == {
+        "ws1/imports/a.csv": ("completed", 2, 2, 0, 0, 0), "ws1/imports/b.csv": ("completed", 1, 1, 0, 0, 0),
+    }
+    assert sorted(contacts_by_phone(database_url, "ws1")) == [e164(1), e164(2), e164(3)]
+
+
+@pytest.mark.slow
+def test_a_file_whose_rows_changed_between_attempts_is_refused(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    upload("ws1/imports/a.csv", csv_bytes([person(1), person(2)]))
+    first = _run_crashing_at_summarize([{"key": "ws1/imports/a.csv", "cleanup": "keep"}], database_url, monkeypatch)
+    upload("ws1/imports/a.csv", csv_bytes([person(1), person(2), person(4)]))  # replaced meanwhile
+    again = _reexecute(first)
+    assert not again.success
+    (failure,) = [e for e in again.all_events if e.is_step_failure]
+    assert failure.step_failure_data.user_failure_data.description.startswith(
+        "ws1/imports/a.csv: the file's rows changed since this run's first attempt (replaced upload?)"
+    )
+    assert local_instance().get_run_by_id(again.run_id).tags["dagster/max_retries"] == "0"
+    assert sorted(contacts_by_phone(database_url, "ws1")) == [e164(1), e164(2)]
