@@ -1,9 +1,10 @@
 """Fault-injection helpers: runs in killable subprocesses, held batches, and ledger/DB probes.
 
-A run is started with ``python -m contact_import_tests.faults`` in its own process group, so a
-test can ``kill -9`` the run worker together with its step processes, exactly like a host crash.
-Batches are held, not slept: a test transaction inserts (without committing) the first phone of a
-batch, so that batch's ``INSERT … ON CONFLICT`` waits on it. Tests wait on database state only.
+A run is started with ``python -m contact_import_tests.faults`` in its own process group, with a
+process per step (``launch.run_config(..., in_process=False)``), so a test can ``kill -9`` the run
+worker together with its step processes, exactly like a host crash. Batches are held, not slept:
+a test transaction inserts (without committing) a phone of a batch, so that batch's insert waits
+on it. Tests wait on database state only.
 """
 
 from __future__ import annotations
@@ -25,12 +26,15 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import pytest
 import sqlalchemy as sa
 
-from contact_import_pipeline.contacts_store import DATABASE_URL_ENV, normalize_url
-from contact_import_pipeline.partitions import contact_files
+from contact_import_pipeline import launch as launching
+from contact_import_pipeline.contacts_store import DATABASE_URL_ENV, ContactsStore, normalize_url
+from contact_import_pipeline.ledger import Ledger, LedgerEntry
 from contact_import_pipeline.runner import LOCAL_DAGSTER_YAML
 from contact_import_pipeline.sources import ALLOW_LOCAL_SOURCES_ENV
+from contact_import_pipeline.vocabulary import IMPORT_JOB_NAME, Origin
 
 HEADER = ["first_name", "last_name", "email", "phone"]
 TEST_TAG = "contact_import_test/token"
@@ -38,13 +42,10 @@ INSERT_STEP_PREFIX = "contacts.insert_batch"
 # Generous bound for any wait on a busy 2-core machine; a test that needs it has already failed.
 WAIT_SECONDS = 150.0
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def import_job() -> dg.JobDefinition:
-    """The resolved import job, as a module-level function ``build_reconstructable_job`` can call."""
-    from contact_import_pipeline.definitions import defs
-
-    return defs.resolve_job_def("import_job")
+# A phone no region accepts: its row fails with invalid_phone.
+INVALID_PHONE = "12345"
+# A contact a test transaction holds (uncommitted), so the batch inserting it waits.
+Held = tuple[str, str]  # (workspace_id, E.164 phone)
 
 
 def phone_of(i: int) -> str:
@@ -52,15 +53,26 @@ def phone_of(i: int) -> str:
     return f"+1212{200 + i // 10000:03d}{i % 10000:04d}"
 
 
-def write_numbered_csv(path: Path, start: int, count: int) -> Path:
-    """A CSV of ``count`` contacts with distinct phones ``phone_of(start) … phone_of(start+count-1)``."""
+def write_numbered_csv(path: Path, start: int, count: int, invalid: int = 0) -> Path:
+    """A CSV of ``count`` contacts with distinct phones ``phone_of(start) … phone_of(start+count-1)``,
+    then ``invalid`` rows whose phone is not a phone number."""
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(HEADER)
     for i in range(start, start + count):
         writer.writerow([f"First{i}", f"Last{i}", f"user{i}@example.com", f"(212) {200 + i // 10000:03d}-{i % 10000:04d}"])
+    for i in range(invalid):
+        writer.writerow([f"Bad{i}", "", "", INVALID_PHONE])
     path.write_text(buf.getvalue(), encoding="utf-8")
     return path
+
+
+def batch_heads(plan: Sequence[tuple[str, range]], batch_size: int) -> list[Held]:
+    """The first (workspace, phone) of each insert batch of a run whose new rows are ``plan``:
+    per file in upload order, its workspace and the numbers of the rows it inserts. Batches take
+    ``batch_size`` rows in that order, across file boundaries."""
+    rows = [(workspace_id, phone_of(i)) for workspace_id, numbers in plan for i in numbers]
+    return rows[::batch_size]
 
 
 def make_home(path: Path, extra_yaml: str = "") -> Path:
@@ -70,31 +82,29 @@ def make_home(path: Path, extra_yaml: str = "") -> Path:
     return path
 
 
-def run_config(workspace_id: str, source: Path, batch_size: int) -> dict[str, Any]:
+def file_entry(source: Path, workspace_id: str, import_tag: str = "") -> dict[str, Any]:
+    """A local file's entry in a run's ``files``, keyed ``<workspace>/imports/<file name>``
+    (tagged ``fault-<file stem>`` unless given)."""
     return {
-        "ops": {
-            "raw_csv": {
-                "config": {
-                    "workspace_id": workspace_id,
-                    "source": str(source),
-                    "batch_size": batch_size,
-                    "import_tag": f"fault-{workspace_id}",
-                }
-            }
-        }
+        "key": f"{workspace_id}/imports/{source.name}",
+        "source": str(source),
+        "workspace_id": workspace_id,
+        "import_tag": import_tag or f"fault-{source.stem}",
     }
 
 
 def launch(
     home: Path,
     database_url: str,
-    partition_key: str,
-    config: dict[str, Any] | None,
     token: str,
+    files: Sequence[dict[str, Any]] = (),
+    batch_size: int | None = None,
     reexecute: tuple[str, str] | None = None,
 ) -> subprocess.Popen[str]:
-    """Start one run (or a re-execution ``(parent_run_id, "from_failure"|"all_steps")``) in a new process group."""
-    spec = {"partition_key": partition_key, "run_config": config, "token": token, "reexecute": reexecute}
+    """Start one run of ``files`` with a process per step, or a re-execution ``(parent_run_id,
+    "from_failure"|"all_steps")`` of an earlier one (same files and config), in a new process group."""
+    config = launching.run_config(files, in_process=False, batch_size=batch_size) if files else None
+    spec = {"run_config": config, "token": token, "reexecute": reexecute}
     env = dict(os.environ, DAGSTER_HOME=str(home), **{DATABASE_URL_ENV: database_url, ALLOW_LOCAL_SOURCES_ENV: "1"})
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     return subprocess.Popen(
@@ -155,11 +165,51 @@ def engine(url: str) -> sa.Engine:
     return sa.create_engine(normalize_url(url), pool_size=2)
 
 
-def landed_batches(db: sa.Engine, workspace_id: str) -> int:
+def landed_batches(db: sa.Engine) -> int:
+    """Batches recorded as landed in this database, over every run family (a batch holding rows
+    of several imports has one row per import; import ids are ``<root run id>:<key>``)."""
     with db.connect() as conn:
         return conn.execute(
-            sa.text("SELECT count(*) FROM contact_import_batches WHERE workspace_id = :ws"), {"ws": workspace_id}
+            sa.text("SELECT count(DISTINCT (split_part(import_id, ':', 1), batch_index)) FROM contact_import_batches")
         ).scalar_one()
+
+
+def ledger(url: str, root_run_id: str) -> dict[str, LedgerEntry]:
+    """The run family's imports in the ledger, by file key."""
+    store = ContactsStore(url)
+    try:
+        return {entry.file: entry for entry in Ledger(store).entries(root_run_id=root_run_id)}
+    finally:
+        store.dispose()
+
+
+def outcome(entry: LedgerEntry) -> dict[str, Any]:
+    """What an import reports: its status, counts and the reasons of rows not imported."""
+    return {
+        "status": entry.status,
+        "total": entry.total,
+        "imported": entry.imported,
+        "updated": entry.updated,
+        "skipped": entry.skipped,
+        "failed": entry.failed,
+        "skipped_by_reason": entry.skipped_by_reason,
+        "failed_by_reason": entry.failed_by_reason,
+    }
+
+
+def completed(total: int, imported: int, skipped_existing: int = 0, invalid: int = 0) -> dict[str, Any]:
+    """``outcome`` of a completed import that skipped only phones the workspace (or an earlier file
+    of the run) had and failed only invalid phones."""
+    return {
+        "status": "completed",
+        "total": total,
+        "imported": imported,
+        "updated": 0,
+        "skipped": skipped_existing,
+        "failed": invalid,
+        "skipped_by_reason": {"duplicate_existing": skipped_existing} if skipped_existing else {},
+        "failed_by_reason": {"invalid_phone": invalid} if invalid else {},
+    }
 
 
 # Loader connections of this database blocked on a row or transaction lock: a batch's COPY into
@@ -188,8 +238,9 @@ def contact_counts(db: sa.Engine, workspace_id: str) -> tuple[int, int]:
 
 
 @contextmanager
-def hold_phones(url: str, workspace_id: str, phones: Sequence[str]) -> Iterator[None]:
-    """Insert ``phones`` in an open transaction, so any batch containing one waits until we roll back."""
+def hold_phones(url: str, held: Sequence[Held]) -> Iterator[None]:
+    """Insert ``(workspace, phone)`` pairs in an open transaction, so any batch containing one waits
+    until we roll back."""
     db = engine(url)
     conn = db.connect()
     tx = conn.begin()
@@ -198,14 +249,14 @@ def hold_phones(url: str, workspace_id: str, phones: Sequence[str]) -> Iterator[
             sa.text(
                 "INSERT INTO contacts (workspace_id, phone_number, firstname, lastname) VALUES (:ws, :p, 'hold', 'hold')"
             ),
-            [{"ws": workspace_id, "p": p} for p in phones],
+            [{"ws": workspace_id, "p": phone} for workspace_id, phone in held],
         )
         yield
     finally:
         try:
             tx.rollback()
         except sa.exc.OperationalError:
-            pass  # the server ended the session (terminated or restarted): nothing is left to roll back
+            pass  # the server ended the session (terminated, restarted or stopped): nothing is left to roll back
         conn.close()
         db.dispose()
 
@@ -297,6 +348,19 @@ class ClusterUnavailable(RuntimeError):
     """A private PostgreSQL cluster cannot be created on this machine."""
 
 
+@pytest.fixture
+def private_pg() -> Iterator[PrivateCluster]:
+    """A PostgreSQL cluster of one test alone (the shared server must never be stopped or restarted).
+    Fails under CI=true when it cannot be created; skips elsewhere."""
+    try:
+        with private_cluster() as cluster:
+            yield cluster
+    except ClusterUnavailable as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"cannot create a private PostgreSQL cluster: {exc}")
+        pytest.skip(f"cannot create a private PostgreSQL cluster: {exc}")
+
+
 def runs_with_token(instance: dg.DagsterInstance, token: str) -> list[dg.DagsterRun]:
     return list(instance.get_runs(filters=dg.RunsFilter(tags={TEST_TAG: token})))
 
@@ -353,25 +417,25 @@ def failure_messages(instance: dg.DagsterInstance, run_id: str) -> str:
 
 
 def _main(spec_json: str) -> None:
-    """Subprocess entry point: add the partition, run (or re-execute) the job, print the outcome."""
+    """Subprocess entry point: run (or re-execute) the job with the CLI's tags, print the outcome."""
     spec = json.loads(spec_json)
     instance = dg.DagsterInstance.get()
-    key = spec["partition_key"]
-    instance.add_dynamic_partitions(contact_files.name, [key])
-    tags = {"dagster/partition": key, "contact_import/file": key, TEST_TAG: spec["token"]}
+    config = spec["run_config"]
     options = None
     if spec["reexecute"]:
         parent, strategy = spec["reexecute"]
+        config = instance.get_run_by_id(parent).run_config
         options = (
             dg.ReexecutionOptions.from_failure(parent, instance)
             if strategy == "from_failure"
             else dg.ReexecutionOptions(parent_run_id=parent, step_selection=[])
         )
+    keys = [entry["key"] for entry in config["ops"]["raw_csv"]["config"]["files"]]
     result = dg.execute_job(
-        dg.build_reconstructable_job("contact_import_tests.faults", "import_job"),
+        dg.build_reconstructable_job("contact_import_pipeline.definitions", IMPORT_JOB_NAME),
         instance=instance,
-        run_config=spec["run_config"],
-        tags=tags,
+        run_config=config,
+        tags=launching.run_tags(keys, Origin.CLI) | {TEST_TAG: spec["token"]},
         reexecution_options=options,
     )
     print(json.dumps({"run_id": result.run_id, "success": result.success}), flush=True)

@@ -1,26 +1,44 @@
-"""Two runs at once into one workspace: the same file, and overlapping files.
+"""Runs at once into shared workspaces: the same file twice, overlapping files, and two runs of
+several files each whose workspaces and phones overlap.
 
-Both runs plan every row as new (a barrier holds their batches until both have deduplicated), so
-each overlapping phone is decided by the unique index: imported by exactly one run, a late
-conflict (skipped) in the other. Inserts in phone order mean no deadlock. The contacts_db pool
-caps insert steps across runs.
+Every run plans its rows as new (a barrier holds every batch until all runs have deduplicated), so
+each phone two runs share is decided by the unique index: imported by exactly one run, a late
+conflict (skipped) in the other. Inserts in (workspace, phone) order mean no deadlock, even when a
+batch holds rows of several workspaces. The contacts_db pool caps insert steps across runs.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
 import sqlalchemy as sa
 
 from contact_import_pipeline.contacts_store import ContactsStore
+from contact_import_pipeline.ledger import LedgerEntry
 from contact_import_pipeline.settings import CONTACTS_DB_POOL
 from contact_import_tests import faults
 
 WORKSPACE = "concurrent"
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A file of a run: its run config entry and the row numbers (phones) it holds."""
+
+    entry: dict[str, Any]
+    workspace_id: str
+    numbers: range
+
+
+def upload(tmp_path: Path, name: str, workspace_id: str, numbers: range, import_tag: str) -> Upload:
+    path = faults.write_numbered_csv(tmp_path / name, numbers.start, len(numbers))
+    return Upload(faults.file_entry(path, workspace_id, import_tag), workspace_id, numbers)
 
 
 def _deadlocks(db: sa.Engine) -> int:
@@ -30,66 +48,86 @@ def _deadlocks(db: sa.Engine) -> int:
         ).scalar_one()
 
 
-def _run_pair(
-    pg_url: str, home: Path, files: list[tuple[Path, int, int]], batch_size: int
-) -> tuple[list[dict[str, int]], list[str], int]:
-    """Start one run per ``(file, first row, rows)`` at once; return their counts, run ids and peak pool slots.
-
-    The first phone of every batch is held until both runs have finished deduplicating, so their
-    inserts overlap for certain.
-    """
+def _run_at_once(
+    url: str, home: Path, runs: list[list[Upload]], batch_size: int
+) -> tuple[list[dict[str, LedgerEntry]], list[str], int]:
+    """Start the runs at once; return each run's imports by file key, the run ids and the peak of
+    claimed pool slots. Every contact of every file is held until all runs have finished
+    deduplicating, so their inserts overlap for certain. No step may fail or retry."""
     instance = dg.DagsterInstance.get()
-    held = sorted({faults.phone_of(start + i) for _, start, count in files for i in range(0, count, batch_size)})
+    held = sorted({(u.workspace_id, faults.phone_of(i)) for files in runs for u in files for i in u.numbers})
     procs, tokens = [], []
-    with faults.hold_phones(pg_url, WORKSPACE, held):
-        for index, (path, _, _) in enumerate(files):
+    with faults.hold_phones(url, held):
+        for files in runs:
             tokens.append(uuid.uuid4().hex)
-            key = f"{WORKSPACE}/imports/{path.name}"
-            config = faults.run_config(WORKSPACE, path, batch_size)
-            config["ops"]["raw_csv"]["config"]["import_tag"] = f"run-{index}"
-            procs.append(faults.launch(home, pg_url, key, config, tokens[-1]))
+            procs.append(faults.launch(home, url, tokens[-1], [u.entry for u in files], batch_size))
 
-        def both_deduplicated() -> bool:
-            runs = [faults.runs_with_token(instance, t) for t in tokens]
-            return all(r and faults.step_succeeded(instance, r[0].run_id, "deduped_contacts") for r in runs)
+        def all_deduplicated() -> bool:
+            found = [faults.runs_with_token(instance, t) for t in tokens]
+            return all(r and faults.step_succeeded(instance, r[0].run_id, "deduped_contacts") for r in found)
 
-        faults.wait_until(both_deduplicated, "both runs to finish deduplicating")
+        faults.wait_until(all_deduplicated, "every run to finish deduplicating")
     peak_slots = 0
     while any(p.poll() is None for p in procs):
         peak_slots = max(peak_slots, instance.event_log_storage.get_concurrency_info(CONTACTS_DB_POOL).active_slot_count)
         time.sleep(0.2)
     results = [faults.finish(p) for p in procs]
-    counts = []
     for result in results:
         assert result["success"], faults.failure_messages(instance, result["run_id"])
-        tags = instance.get_run_by_id(result["run_id"]).tags
-        assert tags["contact_import/status"] == "completed"
-        counts.append({k: int(tags[f"contact_import/{k}"]) for k in ("total", "imported", "skipped", "failed")})
-        # No step failed or retried: a deadlock (or any other error) would show up as one.
+        assert instance.get_run_by_id(result["run_id"]).tags["contact_import/status"] == "completed"
+        # A deadlock (or any other error) would show up as a failed or retried step.
         for kind in (dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.STEP_UP_FOR_RETRY):
             assert faults.count_events(instance, result["run_id"], kind) == 0
         messages = " ".join(e.user_message or "" for e in instance.all_logs(result["run_id"]))
         assert "deadlock detected" not in messages
-    return counts, [r["run_id"] for r in results], peak_slots
+    imports = [faults.ledger(url, r["run_id"]) for r in results]
+    for files, found in zip(runs, imports):
+        assert sorted(found) == sorted(u.entry["key"] for u in files)
+        for entry in found.values():
+            _assert_accounted(entry)
+    return imports, [r["run_id"] for r in results], peak_slots
+
+
+def _assert_accounted(entry: LedgerEntry) -> None:
+    """Completed, every row imported or skipped as a phone the workspace already had."""
+    assert entry.status == "completed"
+    assert (entry.failed, entry.updated, entry.imported + entry.skipped) == (0, 0, entry.total)
+    assert entry.skipped_by_reason == ({"duplicate_existing": entry.skipped} if entry.skipped else {})
+
+
+def _assert_contacts(url: str, workspace_id: str, numbers: range) -> None:
+    """The workspace holds exactly these phones, each once."""
+    db = faults.engine(url)
+    store = ContactsStore(url)
+    assert faults.contact_counts(db, workspace_id) == (len(numbers), len(numbers))
+    assert {c["phone_number"] for c in store.query_contacts(workspace_id)} == {faults.phone_of(i) for i in numbers}
+    store.dispose()
+    db.dispose()
+
+
+def _start(url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, sa.Engine]:
+    home = faults.make_home(tmp_path / "dagster_home")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    ContactsStore(url).create_schema()
+    return home, faults.engine(url)
 
 
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_same_file_twice_at_once(pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     rows, batch_size = 1000, 250
-    home = faults.make_home(tmp_path / "dagster_home")
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-    source = faults.write_numbered_csv(tmp_path / "contacts.csv", 0, rows)
-    ContactsStore(pg_url).create_schema()
-    db = faults.engine(pg_url)
-    counts, _, _ = _run_pair(pg_url, home, [(source, 0, rows), (source, 0, rows)], batch_size)
-    assert faults.contact_counts(db, WORKSPACE) == (rows, rows)
-    assert sum(c["imported"] for c in counts) == rows
+    home, db = _start(pg_url, tmp_path, monkeypatch)
+    runs = [[upload(tmp_path, "contacts.csv", WORKSPACE, range(rows), f"run-{index}")] for index in range(2)]
+    imports, _, _ = _run_at_once(pg_url, home, runs, batch_size)
+    counts = [entry for found in imports for entry in found.values()]
+    _assert_contacts(pg_url, WORKSPACE, range(rows))
+    assert [c.total for c in counts] == [rows, rows]
     # Every row the other run inserted first is a late conflict, skipped with its reason.
-    assert all(c["total"] == rows and c["imported"] + c["skipped"] == rows and c["failed"] == 0 for c in counts)
+    assert sum(c.imported for c in counts) == rows
+    assert sum(c.skipped for c in counts) == rows
     assert _deadlocks(db) == 0
     db.dispose()
-    print(f"\nFIGURES same file twice: imported {[c['imported'] for c in counts]}, skipped {[c['skipped'] for c in counts]}, "
+    print(f"\nFIGURES same file twice: imported {[c.imported for c in counts]}, skipped {[c.skipped for c in counts]}, "
           f"rows {rows}/{rows}, duplicates 0, deadlocks 0")
 
 
@@ -97,25 +135,54 @@ def test_same_file_twice_at_once(pg_url: str, tmp_path: Path, monkeypatch: pytes
 @pytest.mark.postgres
 def test_overlapping_files_at_once_with_pool_of_two(pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     size, overlap_start, batch_size = 2000, 1000, 250
-    home = faults.make_home(tmp_path / "dagster_home")
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    home, db = _start(pg_url, tmp_path, monkeypatch)
     dg.DagsterInstance.get().event_log_storage.set_concurrency_slots(CONTACTS_DB_POOL, 2)
-    first = faults.write_numbered_csv(tmp_path / "first.csv", 0, size)
-    second = faults.write_numbered_csv(tmp_path / "second.csv", overlap_start, size)
-    ContactsStore(pg_url).create_schema()
-    db = faults.engine(pg_url)
-    counts, run_ids, peak_slots = _run_pair(pg_url, home, [(first, 0, size), (second, overlap_start, size)], batch_size)
+    runs = [
+        [upload(tmp_path, "first.csv", WORKSPACE, range(0, size), "run-0")],
+        [upload(tmp_path, "second.csv", WORKSPACE, range(overlap_start, overlap_start + size), "run-1")],
+    ]
+    imports, run_ids, peak_slots = _run_at_once(pg_url, home, runs, batch_size)
+    counts = [entry for found in imports for entry in found.values()]
     distinct = overlap_start + size
-    overlap = size - overlap_start
-    assert faults.contact_counts(db, WORKSPACE) == (distinct, distinct)
-    assert sum(c["imported"] for c in counts) == distinct
-    assert sum(c["skipped"] for c in counts) == overlap
-    assert all(c["total"] == size and c["imported"] + c["skipped"] == size and c["failed"] == 0 for c in counts)
+    _assert_contacts(pg_url, WORKSPACE, range(distinct))
+    assert [c.total for c in counts] == [size, size]
+    assert sum(c.imported for c in counts) == distinct
+    assert sum(c.skipped for c in counts) == size - overlap_start
     assert _deadlocks(db) == 0
     in_flight = faults.max_in_flight(dg.DagsterInstance.get(), run_ids, faults.INSERT_STEP_PREFIX)
     assert 1 <= in_flight <= 2
     assert peak_slots <= 2
     db.dispose()
-    print(f"\nFIGURES overlapping files: imported {[c['imported'] for c in counts]}, skipped {[c['skipped'] for c in counts]}, "
+    print(f"\nFIGURES overlapping files: imported {[c.imported for c in counts]}, skipped {[c.skipped for c in counts]}, "
           f"distinct {distinct}, duplicates 0, deadlocks 0; pool of 2: max insert steps in flight {in_flight}, "
           f"max claimed slots {peak_slots}")
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_two_runs_of_several_files_sharing_workspaces(pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ws_a, ws_b, batch_size = "concurrent-a", "concurrent-b", 250
+    home, db = _start(pg_url, tmp_path, monkeypatch)
+    a1 = upload(tmp_path, "a1.csv", ws_a, range(0, 800), "run-0-a1")
+    b1 = upload(tmp_path, "b1.csv", ws_b, range(0, 600), "run-0-b1")
+    # The second run lists ws-b first: its batches meet the first run's in the other order.
+    b2 = upload(tmp_path, "b2.csv", ws_b, range(300, 900), "run-1-b2")
+    a2 = upload(tmp_path, "a2.csv", ws_a, range(400, 1200), "run-1-a2")
+    a3 = upload(tmp_path, "a3.csv", ws_a, range(1000, 1300), "run-1-a3")
+    (first, second), _, _ = _run_at_once(pg_url, home, [[a1, b1], [b2, a2, a3]], batch_size)
+    found = {**first, **second}
+    by_file = {name: found[u.entry["key"]] for name, u in {"a1": a1, "b1": b1, "b2": b2, "a2": a2, "a3": a3}.items()}
+    assert {name: e.total for name, e in by_file.items()} == {"a1": 800, "b1": 600, "b2": 600, "a2": 800, "a3": 300}
+    # a3's rows 1000-1199 are phones a2 imports earlier in its run; 1200-1299 are its own.
+    assert (by_file["a3"].imported, by_file["a3"].skipped) == (100, 200)
+    # Phones both runs carry (ws-a 400-799, ws-b 300-599) are imported once, skipped by the other run.
+    assert sum(by_file[n].imported for n in ("a1", "a2", "a3")) == 1300
+    assert sum(by_file[n].skipped for n in ("a1", "a2", "a3")) == 400 + 200
+    assert sum(by_file[n].imported for n in ("b1", "b2")) == 900
+    assert sum(by_file[n].skipped for n in ("b1", "b2")) == 300
+    _assert_contacts(pg_url, ws_a, range(1300))
+    _assert_contacts(pg_url, ws_b, range(900))
+    assert _deadlocks(db) == 0
+    db.dispose()
+    print("\nFIGURES two 2-workspace runs at once: " + ", ".join(f"{n} {e.imported}+{e.skipped}" for n, e in by_file.items())
+          + "; duplicates 0, deadlocks 0")

@@ -1,14 +1,18 @@
-"""kill -9 of a run (worker and step processes) after batch 1, N/2 and N−1, then recovery.
+"""kill -9 of a run (worker and step processes) part-way through its batches, then recovery.
 
 FROM_FAILURE must never report success with rows missing (Dagster can skip mapped steps that never
-started); ALL_STEPS must give exact counts and no duplicates, because batches are idempotent.
+started); ALL_STEPS must give exact counts and no duplicates, because batches are idempotent. A run
+carrying several files of several workspaces must recover each import exactly, with batches that
+span file boundaries and a later file's phones that an earlier file of the run imports skipped.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -16,37 +20,115 @@ import sqlalchemy as sa
 
 from contact_import_pipeline.contacts_store import ContactsStore
 from contact_import_pipeline.settings import CONTACTS_DB_POOL
+from contact_import_pipeline.vocabulary import RETRY_STRATEGY_TAG
 from contact_import_tests import faults
 
-ROWS = 1200
 # 12 batches, more than the 5 insert steps a run has in flight: after an early kill some mapped
 # steps never started, the case where Dagster's FROM_FAILURE re-execution skips them.
 BATCH_SIZE = 100
-BATCHES = ROWS // BATCH_SIZE
+BATCHES = 12
 IN_FLIGHT = 5
-WORKSPACE = "crash"
-KEY = f"{WORKSPACE}/imports/contacts.csv"
 
 
-@pytest.mark.slow
-@pytest.mark.postgres
-@pytest.mark.parametrize("landed", [1, BATCHES // 2, BATCHES - 1])
-def test_kill_9_then_recover(pg_url: str, tmp_path: Path, landed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+@dataclass(frozen=True)
+class Scenario:
+    """A run's files and everything an exact recovery must leave behind."""
+
+    files: list[dict[str, Any]]  # run config entries, in upload order
+    inserted: list[tuple[str, range]]  # per file: its workspace and the row numbers it inserts
+    expected: dict[str, dict[str, Any]]  # file key -> faults.outcome of its import
+    contacts: dict[str, range]  # workspace -> row numbers of its contacts afterwards
+
+
+def one_file(tmp_path: Path) -> Scenario:
+    """1,200 new contacts in one file."""
+    rows, workspace_id = BATCH_SIZE * BATCHES, "crash"
+    entry = faults.file_entry(faults.write_numbered_csv(tmp_path / "contacts.csv", 0, rows), workspace_id)
+    return Scenario(
+        files=[entry],
+        inserted=[(workspace_id, range(rows))],
+        expected={entry["key"]: faults.completed(rows, rows)},
+        contacts={workspace_id: range(rows)},
+    )
+
+
+def three_files(tmp_path: Path) -> Scenario:
+    """Two files of ws-a sharing 50 phones, then one of ws-b with 3 invalid phones: 1,200 rows to
+    insert in 12 batches. Batch 1 holds rows of a1 and a2; b1 fills batches 3 to 11."""
+    a1 = faults.file_entry(faults.write_numbered_csv(tmp_path / "a1.csv", 0, 150), "crash-a")
+    a2 = faults.file_entry(faults.write_numbered_csv(tmp_path / "a2.csv", 100, 200), "crash-a")
+    b1 = faults.file_entry(faults.write_numbered_csv(tmp_path / "b1.csv", 0, 900, invalid=3), "crash-b")
+    return Scenario(
+        files=[a1, a2, b1],
+        inserted=[("crash-a", range(0, 150)), ("crash-a", range(150, 300)), ("crash-b", range(0, 900))],
+        expected={
+            a1["key"]: faults.completed(150, 150),
+            # rows 100-149: a1 imports these phones earlier in the run
+            a2["key"]: faults.completed(200, 150, skipped_existing=50),
+            b1["key"]: faults.completed(903, 900, invalid=3),
+        },
+        contacts={"crash-a": range(300), "crash-b": range(900)},
+    )
+
+
+def _contact_rows(db: sa.Engine, scenario: Scenario) -> int:
+    return sum(faults.contact_counts(db, workspace_id)[0] for workspace_id in scenario.contacts)
+
+
+def _assert_contacts(url: str, scenario: Scenario) -> None:
+    """Every workspace holds exactly its expected phones, each once."""
+    db = faults.engine(url)
+    store = ContactsStore(url)
+    for workspace_id, numbers in scenario.contacts.items():
+        assert faults.contact_counts(db, workspace_id) == (len(numbers), len(numbers))
+        assert {c["phone_number"] for c in store.query_contacts(workspace_id)} == {faults.phone_of(i) for i in numbers}
+    store.dispose()
+    db.dispose()
+
+
+def _from_failure(home: Path, url: str, token: str, run_id: str, scenario: Scenario) -> str:
+    """Re-execute the killed run FROM_FAILURE: either every row lands, or the summary refuses to
+    report success; an import it does report completed has every one of its rows."""
+    instance = dg.DagsterInstance.get()
+    db = faults.engine(url)
+    rows = BATCH_SIZE * BATCHES
+    retry = faults.finish(faults.launch(home, url, token, reexecute=(run_id, "from_failure")))
+    after_retry = _contact_rows(db, scenario)
+    db.dispose()
+    entries = {key: faults.outcome(e) for key, e in faults.ledger(url, run_id).items()}
+    if retry["success"]:
+        assert entries == scenario.expected
+        assert after_retry == rows
+    else:
+        assert "planned batches have no recorded outcome" in faults.failure_messages(instance, retry["run_id"])
+        assert after_retry < rows
+        assert any(e["status"] != "completed" for e in entries.values())
+        assert all(e == scenario.expected[key] for key, e in entries.items() if e["status"] == "completed"), entries
+    completed = sorted(key for key, e in entries.items() if e["status"] == "completed")
+    return f"FROM_FAILURE success={retry['success']} rows={after_retry} completed imports {completed}"
+
+
+def _crash_then_recover(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scenario: Scenario, landed: int, from_failure: bool = True
+) -> str:
+    """Kill the run once ``landed`` batches landed (the next ones held in flight), re-execute it
+    FROM_FAILURE (unless not ``from_failure``), then ALL_STEPS as the daemon's automatic retry
+    does; assert each one's promise and return a line of figures."""
     home = faults.make_home(tmp_path / "dagster_home")
     monkeypatch.setenv("DAGSTER_HOME", str(home))
-    source = faults.write_numbered_csv(tmp_path / "contacts.csv", 0, ROWS)
-    ContactsStore(pg_url).create_schema()
-    db = faults.engine(pg_url)
+    ContactsStore(url).create_schema()
+    db = faults.engine(url)
     token = uuid.uuid4().hex
+    rows = sum(len(numbers) for _, numbers in scenario.inserted)
+    assert rows == BATCH_SIZE * BATCHES
 
-    # Hold the first phone of every batch from `landed` on: exactly `landed` batches can commit.
-    held = [faults.phone_of(b * BATCH_SIZE) for b in range(landed, BATCHES)]
-    with faults.hold_phones(pg_url, WORKSPACE, held):
-        proc = faults.launch(home, pg_url, KEY, faults.run_config(WORKSPACE, source, BATCH_SIZE), token)
+    # Hold the first row of every batch from `landed` on: exactly `landed` batches can commit.
+    held = faults.batch_heads(scenario.inserted, BATCH_SIZE)[landed:]
+    with faults.hold_phones(url, held):
+        proc = faults.launch(home, url, token, scenario.files, BATCH_SIZE)
         try:
             faults.wait_until(
-                lambda: faults.landed_batches(db, WORKSPACE) == landed
-                and faults.waiting_on_locks(db) == min(len(held), IN_FLIGHT),
+                lambda: faults.landed_batches(db) == landed and faults.waiting_on_locks(db) == min(len(held), IN_FLIGHT),
                 f"{landed} landed batches and {min(len(held), IN_FLIGHT)} held ones",
             )
         finally:
@@ -54,42 +136,63 @@ def test_kill_9_then_recover(pg_url: str, tmp_path: Path, landed: int, monkeypat
         killed_at = time.monotonic()
     instance = dg.DagsterInstance.get()
     (run,) = faults.runs_with_token(instance, token)
-    # Nothing marks a killed in-process run failed except run monitoring's max runtime; do it as it would.
+    assert run.tags[RETRY_STRATEGY_TAG] == "ALL_STEPS"  # what the daemon's automatic retry would use
+    # Nothing marks a killed run failed here (no daemon) except run monitoring's max runtime; do it as it would.
     assert run.status == dg.DagsterRunStatus.STARTED
     leaked = instance.event_log_storage.get_concurrency_info(CONTACTS_DB_POOL).active_slot_count
     instance.report_run_failed(run)
     instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
-    assert faults.landed_batches(db, WORKSPACE) == landed
-    assert faults.contact_counts(db, WORKSPACE) == (landed * BATCH_SIZE, landed * BATCH_SIZE)
+    assert faults.landed_batches(db) == landed
+    assert _contact_rows(db, scenario) == landed * BATCH_SIZE
+    assert {e.status for e in faults.ledger(url, run.run_id).values()} == {"running"}
 
-    # (a) FROM_FAILURE: either every row lands, or the summary refuses to report success.
-    retry = faults.finish(faults.launch(home, pg_url, KEY, None, token, reexecute=(run.run_id, "from_failure")))
-    after_retry = faults.contact_counts(db, WORKSPACE)
-    if retry["success"]:
-        assert after_retry == (ROWS, ROWS)
-    else:
-        assert "planned batches have no recorded outcome" in faults.failure_messages(instance, retry["run_id"])
-        assert after_retry[0] == after_retry[1] < ROWS
+    early = _from_failure(home, url, token, run.run_id, scenario) if from_failure else "no FROM_FAILURE"
 
-    # (b) ALL_STEPS: exact counts, no duplicates, every batch recorded once, the summary adds up.
+    # ALL_STEPS: exact counts per import, no duplicates, every batch recorded once.
     started = time.monotonic()
-    full = faults.finish(faults.launch(home, pg_url, KEY, None, token, reexecute=(run.run_id, "all_steps")))
+    full = faults.finish(faults.launch(home, url, token, reexecute=(run.run_id, "all_steps")))
     assert full["success"], faults.failure_messages(instance, full["run_id"])
-    assert faults.contact_counts(db, WORKSPACE) == (ROWS, ROWS)
-    assert faults.landed_batches(db, WORKSPACE) == BATCHES
-    store = ContactsStore(pg_url)
-    assert {c["phone_number"] for c in store.query_contacts(WORKSPACE)} == {faults.phone_of(i) for i in range(ROWS)}
-    summary = instance.get_run_by_id(full["run_id"]).tags
-    assert summary["contact_import/status"] == "completed"
-    counts = {k: int(summary[f"contact_import/{k}"]) for k in ("total", "imported", "skipped", "failed", "updated")}
-    assert counts == {"total": ROWS, "imported": ROWS, "skipped": 0, "failed": 0, "updated": 0}
+    assert {key: faults.outcome(e) for key, e in faults.ledger(url, run.run_id).items()} == scenario.expected
+    _assert_contacts(url, scenario)
+    assert faults.landed_batches(db) == BATCHES
+    tags = instance.get_run_by_id(full["run_id"]).tags
+    assert tags["contact_import/status"] == "completed"
+    counts = {k: int(tags[f"contact_import/{k}"]) for k in ("total", "imported", "skipped", "failed", "updated")}
+    assert counts == {k: sum(e[k] for e in scenario.expected.values()) for k in counts}
     reran = faults.count_events(instance, full["run_id"], dg.DagsterEventType.STEP_SUCCESS, faults.INSERT_STEP_PREFIX)
-    print(
-        f"\nFIGURES crash after batch {landed}/{BATCHES}: leaked pool slots {leaked}; FROM_FAILURE "
-        f"success={retry['success']} rows={after_retry[0]}; ALL_STEPS insert steps {reran}, rows={ROWS} dups=0 lost=0 "
+    db.dispose()
+    return (
+        f"leaked pool slots {leaked}; {early}; ALL_STEPS insert steps {reran}, rows={rows} dups=0 lost=0 "
         f"in {time.monotonic() - started:.1f}s ({time.monotonic() - killed_at:.1f}s after the kill)"
     )
-    db.dispose()
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.parametrize("landed", [1, BATCHES // 2, BATCHES - 1])
+def test_kill_9_then_recover(pg_url: str, tmp_path: Path, landed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    figures = _crash_then_recover(pg_url, tmp_path, monkeypatch, one_file(tmp_path), landed)
+    print(f"\nFIGURES crash after batch {landed}/{BATCHES}: {figures}")
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    ("landed", "from_failure"),
+    [
+        # a1, a2 and the start of b1 landed; ALL_STEPS at once, as the automatic run retry does.
+        (5, False),
+        # Part of a1 landed; FROM_FAILURE reruns only the 5 batches in flight (the rest of a1, a2
+        # and the start of b1), so it completes a1 and a2 and fails for b1; then ALL_STEPS.
+        (1, True),
+    ],
+    ids=["all-steps", "from-failure-then-all-steps"],
+)
+def test_kill_9_of_a_run_of_three_files_then_recover(
+    pg_url: str, tmp_path: Path, landed: int, from_failure: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    figures = _crash_then_recover(pg_url, tmp_path, monkeypatch, three_files(tmp_path), landed, from_failure)
+    print(f"\nFIGURES crash of a 3-file run after batch {landed}/{BATCHES}: {figures}")
 
 
 def _assert_crash_settings(instance: dg.DagsterInstance) -> None:
@@ -123,7 +226,10 @@ def test_production_dagster_yaml_loads_with_postgres(pg_url: str, tmp_path: Path
     _assert_crash_settings(instance)
     queue = instance.get_concurrency_config().run_queue_config
     assert queue is not None and queue.max_concurrent_runs == 4
-    assert [(t["key"], t["limit"]) for t in queue.tag_concurrency_limits] == [("contact_import/file", 1)]
+    assert list(queue.tag_concurrency_limits) == []  # a run carries many files: no per-file limit
+    # A crashed or failed run is re-executed with all steps, up to 4 times, without anyone acting.
+    assert (instance.run_retries_enabled, instance.run_retries_max_retries) == (True, 4)
+    assert instance.run_retries_retry_on_asset_or_op_failure
     assert type(instance.run_storage).__name__ == "PostgresRunStorage"
     # Storing an event exercises the NOTIFY that fails under the psycopg 3 driver.
     run = instance.add_run(dg.DagsterRun(job_name="smoke", run_id=str(uuid.uuid4())))

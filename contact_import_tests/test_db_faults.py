@@ -6,45 +6,44 @@ exact counts; never a half-applied batch, never a duplicate.
 
 from __future__ import annotations
 
-import os
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
 
 from contact_import_pipeline.contacts_store import ContactsStore
 from contact_import_tests import faults
+from contact_import_tests.faults import private_pg  # noqa: F401 (fixture)
 
 ROWS = 1200
 BATCH_SIZE = 200
 BATCHES = ROWS // BATCH_SIZE
 WORKSPACE = "faults"
-KEY = f"{WORKSPACE}/imports/contacts.csv"
+
+
+def _source(tmp_path: Path) -> dict[str, Any]:
+    return faults.file_entry(faults.write_numbered_csv(tmp_path / "contacts.csv", 0, ROWS), WORKSPACE)
 
 
 def _assert_complete(url: str, instance: dg.DagsterInstance, run_id: str) -> None:
-    """Every row once, every batch recorded once with all its rows, and the summary adds up."""
+    """Every row once, every batch recorded once with all its rows, and the import and run add up."""
     db = faults.engine(url)
     assert faults.contact_counts(db, WORKSPACE) == (ROWS, ROWS)
-    assert faults.landed_batches(db, WORKSPACE) == BATCHES
+    assert faults.landed_batches(db) == BATCHES
     db.dispose()
     store = ContactsStore(url)
     assert {c["phone_number"] for c in store.query_contacts(WORKSPACE)} == {faults.phone_of(i) for i in range(ROWS)}
-    (import_id,) = _import_ids(store)
-    outcomes = store.recorded_batches(import_id)
+    run = instance.get_run_by_id(run_id)
+    (entry,) = faults.ledger(url, run.root_run_id or run_id).values()
+    assert (faults.outcome(entry), entry.run_id) == (faults.completed(ROWS, ROWS), run_id)
+    outcomes = store.recorded_batches([entry.import_id])[entry.import_id]
     assert sorted(outcomes) == list(range(BATCHES))
     assert all((o.rows, o.imported, o.skipped) == (BATCH_SIZE, BATCH_SIZE, 0) for o in outcomes.values())
     store.dispose()
-    tags = instance.get_run_by_id(run_id).tags
-    assert tags["contact_import/status"] == "completed"
-    assert (int(tags["contact_import/imported"]), int(tags["contact_import/skipped"])) == (ROWS, 0)
-
-
-def _import_ids(store: ContactsStore) -> list[str]:
-    with store.connect() as conn:
-        return list(conn.exec_driver_sql("SELECT DISTINCT import_id FROM contact_import_batches").scalars())
+    assert run.tags["contact_import/status"] == "completed"
+    assert (int(run.tags["contact_import/imported"]), int(run.tags["contact_import/skipped"])) == (ROWS, 0)
 
 
 @pytest.mark.slow
@@ -52,14 +51,13 @@ def _import_ids(store: ContactsStore) -> list[str]:
 def test_killed_loader_connection_is_retried(pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     home = faults.make_home(tmp_path / "dagster_home")
     monkeypatch.setenv("DAGSTER_HOME", str(home))
-    source = faults.write_numbered_csv(tmp_path / "contacts.csv", 0, ROWS)
     ContactsStore(pg_url).create_schema()
     db = faults.engine(pg_url)
     held_batch = 2
-    with faults.hold_phones(pg_url, WORKSPACE, [faults.phone_of(held_batch * BATCH_SIZE)]):
-        proc = faults.launch(home, pg_url, KEY, faults.run_config(WORKSPACE, source, BATCH_SIZE), uuid.uuid4().hex)
+    with faults.hold_phones(pg_url, [(WORKSPACE, faults.phone_of(held_batch * BATCH_SIZE))]):
+        proc = faults.launch(home, pg_url, uuid.uuid4().hex, [_source(tmp_path)], BATCH_SIZE)
         faults.wait_until(
-            lambda: faults.landed_batches(db, WORKSPACE) == BATCHES - 1 and faults.waiting_on_locks(db) == 1,
+            lambda: faults.landed_batches(db) == BATCHES - 1 and faults.waiting_on_locks(db) == 1,
             "every batch but the held one to land",
         )
         # The held batch has inserted the rows before the held phone (phone order) and now waits.
@@ -85,32 +83,19 @@ def _retry_reason(instance: dg.DagsterInstance, run_id: str, text: str) -> bool:
     return False
 
 
-@pytest.fixture
-def private_pg() -> Iterator[faults.PrivateCluster]:
-    """A PostgreSQL cluster of this test alone (the shared server must never be restarted)."""
-    try:
-        with faults.private_cluster() as cluster:
-            yield cluster
-    except faults.ClusterUnavailable as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"cannot create a private PostgreSQL cluster: {exc}")
-        pytest.skip(f"cannot create a private PostgreSQL cluster: {exc}")
-
-
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_postgres_restart_mid_run(private_pg: faults.PrivateCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     url = private_pg.url
     home = faults.make_home(tmp_path / "dagster_home")
     monkeypatch.setenv("DAGSTER_HOME", str(home))
-    source = faults.write_numbered_csv(tmp_path / "contacts.csv", 0, ROWS)
     ContactsStore(url).create_schema()
     db = faults.engine(url)
-    held = [faults.phone_of(b * BATCH_SIZE) for b in range(BATCHES // 2, BATCHES)]
-    with faults.hold_phones(url, WORKSPACE, held):
-        proc = faults.launch(home, url, KEY, faults.run_config(WORKSPACE, source, BATCH_SIZE), uuid.uuid4().hex)
+    held = faults.batch_heads([(WORKSPACE, range(ROWS))], BATCH_SIZE)[BATCHES // 2 :]
+    with faults.hold_phones(url, held):
+        proc = faults.launch(home, url, uuid.uuid4().hex, [_source(tmp_path)], BATCH_SIZE)
         faults.wait_until(
-            lambda: faults.landed_batches(db, WORKSPACE) == BATCHES // 2 and faults.waiting_on_locks(db) == len(held),
+            lambda: faults.landed_batches(db) == BATCHES // 2 and faults.waiting_on_locks(db) == len(held),
             "half the batches to land and the rest to wait",
         )
         db.dispose()
@@ -124,9 +109,7 @@ def test_postgres_restart_mid_run(private_pg: faults.PrivateCluster, tmp_path: P
     else:
         reason = faults.failure_messages(instance, result["run_id"])
         assert "connection" in reason.lower(), reason
-        full = faults.finish(
-            faults.launch(home, url, KEY, None, uuid.uuid4().hex, reexecute=(result["run_id"], "all_steps"))
-        )
+        full = faults.finish(faults.launch(home, url, uuid.uuid4().hex, reexecute=(result["run_id"], "all_steps")))
         assert full["success"], faults.failure_messages(instance, full["run_id"])
         outcome, final_run = "failed clearly, completed by ALL_STEPS", full["run_id"]
     _assert_complete(url, instance, final_run)

@@ -27,11 +27,10 @@ COUNTS = ("processed", "imported", "skipped", "failed", "current_batch")
 
 def test_progress_only_moves_forward_with_the_first_batch_landing_last(tmp_path: Path, pg_url: str) -> None:
     home = faults.make_home(tmp_path / "dagster_home")
-    source = faults.write_numbered_csv(tmp_path / "contacts.csv", 0, ROWS)
+    source = faults.file_entry(faults.write_numbered_csv(tmp_path / "contacts.csv", 0, ROWS), WORKSPACE)
     ContactsStore(pg_url).create_schema()
     db = faults.engine(pg_url)
     token = uuid.uuid4().hex
-    key = f"{WORKSPACE}/imports/contacts.csv"
     samples: list[dict] = []
     with dg.DagsterInstance.from_config(str(home)) as instance:
 
@@ -40,11 +39,18 @@ def test_progress_only_moves_forward_with_the_first_batch_landing_last(tmp_path:
             samples.append(read_progress(runs[0].tags) if runs else {})
             return samples[-1]
 
-        with faults.hold_phones(pg_url, WORKSPACE, [faults.phone_of(0)]):  # batch 0 waits on this row
-            proc = faults.launch(home, pg_url, key, faults.run_config(WORKSPACE, source, BATCH_SIZE), token)
+        def others_done() -> bool:
+            """Batches 2-5 landed and their steps ended (progress moves inside a batch's transaction,
+            before its step reports success), while batch 1 waits."""
+            (run,) = faults.runs_with_token(instance, token)
+            finished = faults.count_events(instance, run.run_id, dg.DagsterEventType.STEP_SUCCESS, faults.INSERT_STEP_PREFIX)
+            return finished == BATCHES - 1 and faults.waiting_on_locks(db) == 1
+
+        with faults.hold_phones(pg_url, [(WORKSPACE, faults.phone_of(0))]):  # batch 0 waits on this row
+            proc = faults.launch(home, pg_url, token, [source], BATCH_SIZE)
             try:
                 faults.wait_until(
-                    lambda: sample().get("current_batch") == BATCHES - 1 and faults.waiting_on_locks(db) == 1,
+                    lambda: sample().get("current_batch") == BATCHES - 1 and others_done(),
                     "batches 2-5 to land while batch 1 waits",
                 )
                 held = samples[-1]
