@@ -25,7 +25,7 @@ RESULTS_DIR = BENCH_DIR / "results"
 SEED = 20240601
 
 # Input sizes by label; 10k is the file imported into the 1M-contact workspace.
-SIZES = {"5k": 5_000, "10k": 10_000, "100k": 100_000, "1m": 1_000_000}
+SIZES = {"5k": 5_000, "10k": 10_000, "100k": 100_000, "200k": 200_000, "400k": 400_000, "1m": 1_000_000}
 
 # Server to create the throw-away databases on; trust auth for user postgres on localhost.
 PG_HOST_ENV = "BENCH_PG_HOST"

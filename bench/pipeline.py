@@ -168,12 +168,14 @@ def _execute(job_factory: str, run_config: dict[str, Any], instance_dir: Path, t
     }
 
 
-def run_launched(csv_path: Path, db_url: str, workspace_id: str = WORKSPACE_ID) -> dict[str, Any]:
+def run_launched(csv_path: Path, db_url: str, workspace_id: str = WORKSPACE_ID, in_process: bool = False) -> dict[str, Any]:
     """Import ``csv_path`` as a launched run of the import job, a process per step.
 
     The file is put into a temporary bucket folder under ``<workspace>/imports/`` and launched with
     the run config and tags the sensor gives a big file (``in_process=False``); step processes
-    inherit the bucket and database settings from the environment.
+    inherit the bucket and database settings from the environment. With ``in_process`` the run
+    is shaped as the sensor shapes a run of small files (one process, outputs in memory): the
+    ``one_process`` line, which with ``launched`` shows where a file is big enough for its own run.
     """
     if not launched_available():
         raise NotImplementedError("needs contact_import_pipeline.definitions")
@@ -187,7 +189,7 @@ def run_launched(csv_path: Path, db_url: str, workspace_id: str = WORKSPACE_ID) 
         shutil.copyfile(csv_path, bucket / key)
         os.environ[BUCKET_DIR_ENV] = str(bucket)
         os.environ[DATABASE_URL_ENV] = db_url
-        run_config = launch.run_config([{"key": key}], in_process=False)
+        run_config = launch.run_config([{"key": key}], in_process=in_process)
         outcome = _execute("import_job", run_config, Path(tmp, "home"), launch.run_tags([key], Origin.SENSOR))
     outcome["timings"] = ledger_timings(db_url, outcome["run_id"])
     return outcome
@@ -293,7 +295,7 @@ def drop_template() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("line", choices=["cli", "launched", "noop"])
+    parser.add_argument("line", choices=["cli", "launched", "one_process", "noop"])
     parser.add_argument("csv", type=Path, nargs="?")
     parser.add_argument("--template", help="copy this database instead of starting empty (workspace1m)")
     parser.add_argument("--workspace", default=WORKSPACE_ID)
@@ -307,7 +309,7 @@ def main(argv: list[str] | None = None) -> None:
             if args.line == "cli":
                 result = run_cli(args.csv, db, args.workspace)
             else:
-                result = run_launched(args.csv, sqlalchemy_url(db), args.workspace)
+                result = run_launched(args.csv, sqlalchemy_url(db), args.workspace, in_process=args.line == "one_process")
                 result["contacts"] = count_contacts(db, args.workspace)
     print(json.dumps(result))
 

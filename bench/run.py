@@ -32,7 +32,7 @@ from bench import many_files, pipeline
 from bench.common import ADMIN_CONNINFO, REPO_DIR, RESULTS_DIR, SIZES, ensure_data
 
 BASELINE_LINES = ("copy", "reference", "to_sql")
-PIPELINE_LINES = ("cli", "launched")
+PIPELINE_LINES = ("cli", "launched", "one_process")
 ALL_LINES = (*BASELINE_LINES, *PIPELINE_LINES, "noop", "workspace1m")
 # Lines run only when asked for by name (long, and measured once).
 OPTIONAL_LINES = ("many_files",)
@@ -47,6 +47,7 @@ WHAT = {
     "to_sql": "(c) pandas read_csv + phonenumbers + drop_duplicates + to_sql(method=None, chunksize=5000)",
     "cli": "pipeline: `contact-import import … --json`, whole process",
     "launched": "pipeline: launched run, multiprocess executor (execute_job seconds)",
+    "one_process": "pipeline: launched run shaped as a run of small files: one process, outputs in memory",
     "noop": "6 no-op steps (one-batch import shape) under the same executor",
     "workspace1m-empty": "CLI import of 10k rows into an empty workspace `big`",
     "workspace1m-big": "CLI import of the same 10k rows into workspace `big` holding 1M contacts",
@@ -327,6 +328,10 @@ def _lines_and_targets(
             if pipe and pipe.runs:
                 peak = max(r["peak_rss_mb"] for r in pipe.runs)
                 out.append(f"| {label} {pipe.name} largest process ≤ 1 GiB | {peak:,.0f} MB |")
+    for label in SIZES:  # where a file becomes big enough for a run of its own (the sensor's threshold)
+        launched, one = by_key.get(("launched", label)), by_key.get(("one_process", label))
+        if launched and one and launched.runs and one.runs:
+            out.append(f"| {label}: one process vs a process per step (paired) | one_process ÷ launched = {_paired(one, launched)} |")
     launched5k, noop = by_key.get(("launched", NOOP_LABEL)), by_key.get(("noop", NOOP_LABEL))
     if launched5k or noop:
         out.append(f"| 5k launched ≤ 1.5× no-op job (paired) | launched ÷ noop = {_paired(launched5k, noop)} |")

@@ -81,17 +81,19 @@ DEFAULT_SENSOR_INTERVAL_SECONDS = 15
 SENSOR_MAX_RUNS_ENV = "CONTACT_SENSOR_MAX_RUNS_PER_TICK"
 DEFAULT_SENSOR_MAX_RUNS_PER_TICK = 10
 # Packing uploads into runs. Files below SMALL_FILE_BYTES share a run that executes in one process
-# (one start-up for all of them); a larger file gets a run of its own with a process per step,
-# where its phones use every core and 5 batches insert at once. 20 MB (~180k rows) is about where
-# the two cost the same on 2 cores (bench/README.md, "Small or large"). A run holds at most
-# MAX_FILES_PER_RUN files and MAX_RUN_BYTES bytes, so its memory stays well under 1 GiB and a
-# retried run redoes little.
+# (one start-up for all of them, step outputs kept in memory); a larger file gets a run of its own
+# with a process per step. Measured on 2 cores (bench/README.md, "Small or large"), one process is
+# faster at every size up to 1M rows (0.4-0.7x the time), so the limit is memory: a run in one
+# process keeps every stage's output, ~0.8 MB per 1,000 rows over a ~320 MB base, and passes the
+# 1 GiB budget near 900k rows. 40 MB (~360k rows, ~600 MB) keeps a wide margin, also for text that
+# takes 4 bytes a character. A run holds at most MAX_FILES_PER_RUN files and MAX_RUN_BYTES bytes,
+# for the same memory reason, and so that a retried run redoes little.
 SMALL_FILE_BYTES_ENV = "CONTACT_SENSOR_SMALL_FILE_BYTES"
-DEFAULT_SMALL_FILE_BYTES = 20 * 1024 * 1024
+DEFAULT_SMALL_FILE_BYTES = 40 * 1024 * 1024
 MAX_FILES_PER_RUN_ENV = "CONTACT_SENSOR_MAX_FILES_PER_RUN"
 DEFAULT_MAX_FILES_PER_RUN = 200
 MAX_RUN_BYTES_ENV = "CONTACT_SENSOR_MAX_RUN_BYTES"
-DEFAULT_MAX_RUN_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_RUN_BYTES = 48 * 1024 * 1024
 
 # A local file must be unchanged between two ticks and this old before it is imported, so a copy
 # still in progress (or paused for a moment) is never read half-written. S3 uploads are atomic.
