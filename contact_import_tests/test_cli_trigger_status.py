@@ -191,8 +191,7 @@ def completed(import_id: str, *, imported: int, skipped: int, failed: int) -> Im
     return ImportResult(
         import_id=import_id, total=imported + skipped + failed, imported=imported, updated=0, skipped=skipped,
         failed=failed, skipped_by_reason={"duplicate_in_file": skipped} if skipped else {},
-        failed_by_reason={"invalid_phone": failed} if failed else {}, errors=[], rejects_file=None, cleanup="kept",
-        details={},
+        failed_by_reason={"invalid_phone": failed} if failed else {}, errors=[], rejects_file=None, details={},
     )
 
 
