@@ -211,6 +211,19 @@ def _nanp_key_depths() -> dict[str, int]:
     return depths
 
 
+# phonenumbers' answer per NANP key, kept across calls: a run of many small files asks about the
+# same area codes again and again (~30 µs each). Keys are at most a few digits, so this stays small.
+_KEY_VALIDITY: dict[str, bool] = {}
+
+
+def _key_valid(key: str, sample: str) -> bool:
+    """Validity of every NANP number whose key is ``key``, asked of phonenumbers with ``sample`` once."""
+    found = _KEY_VALIDITY.get(key)
+    if found is None:
+        found = _KEY_VALIDITY[key] = _nanp_prefix_valid(sample)
+    return found
+
+
 def _nanp_prefix_valid(national: str) -> bool:
     """phonenumbers' validity for a 10-digit NANP national number (depends on its prefix only)."""
     number = phonenumbers.PhoneNumber(country_code=1, national_number=int(national))
@@ -263,7 +276,7 @@ def _nanp_fast(prepared: pa.Array, regions: np.ndarray, missing: np.ndarray,
     codes = encoded.indices.to_numpy(zero_copy_only=False)
     _, first_of_key = np.unique(codes, return_index=True)
     samples = national.take(pa.array(first_of_key)).to_pylist()
-    valid = np.array([_nanp_prefix_valid(number) for number in samples], dtype=bool)
+    valid = np.array([_key_valid(key, number) for key, number in zip(encoded.dictionary.to_pylist(), samples)], dtype=bool)
     ok = valid[codes]
     e164 = pc.binary_join_element_wise("+1", national, "").filter(pa.array(ok))
     result[np.flatnonzero(fast)[ok]] = e164.to_numpy(zero_copy_only=False)

@@ -49,7 +49,8 @@ class RejectTable:
         columns = ["row", "reason", "detail", "nvalues", *(_value_column(i) for i in range(width))]
         self.width = width
         self.frame = frame if frame is not None else pd.DataFrame({c: pd.Series([], dtype="str") for c in columns})
-        self.frame = self.frame.astype({"row": "int64", "nvalues": "int64"})
+        if not all(self.frame[c].dtype == "int64" for c in ("row", "nvalues")):  # astype copies: only when needed
+            self.frame = self.frame.astype({"row": "int64", "nvalues": "int64"})
 
     @classmethod
     def from_rejects(cls, rejects: Iterable[Reject]) -> RejectTable:

@@ -9,6 +9,7 @@ The Dagster assets in ``assets.py`` only call these.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -99,11 +100,11 @@ class DedupedImport:
     delimiter: str
     timings: dict[str, float] = field(default_factory=dict)
 
-    @property
+    @functools.cached_property
     def skipped_before(self) -> int:
         return sum(self.rejects.counts(skipped=True).values())
 
-    @property
+    @functools.cached_property
     def failed_before(self) -> int:
         return len(self.rejects) - self.skipped_before
 
@@ -291,11 +292,9 @@ def _dedupe_one(
         dups = contacts.loc[is_existing, ["phone_number", "row"]].reset_index(drop=True)
         detail = dups["phone_number"] + f" already exists in workspace {workspace_id}"
         rejects.append(_raw_rejects(item, dups["row"].to_numpy(), Reason.DUPLICATE_EXISTING, detail))
-    later = contacts.iloc[0:0].assign(phase=pd.Series([], dtype="int64"))
-    if in_run.any() and update:
-        later = contacts.loc[in_run].reset_index(drop=True)
-        later["phase"] = np.array([earlier[p][0] + 1 for p in later["phone_number"]], dtype=np.int64)
-    elif in_run.any():
+    later = contacts.loc[in_run].reset_index(drop=True) if update else contacts.iloc[0:0].copy()
+    later["phase"] = np.array([earlier[p][0] + 1 for p in later["phone_number"]], dtype=np.int64)
+    if in_run.any() and not update:
         dups = contacts.loc[in_run, ["phone_number", "row"]].reset_index(drop=True)
         detail = pd.Series(
             [f"{p} already exists in workspace {workspace_id} (added by {earlier[p][1]} earlier in this run)" for p in dups["phone_number"]],
