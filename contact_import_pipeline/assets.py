@@ -400,19 +400,14 @@ def _import_line(e: LedgerEntry) -> dict[str, object]:
     }
 
 
+# The imports table in the UI: its column, and the key of the import's line it shows.
+TABLE_COLUMNS = {
+    "file": "file", "workspace": "workspace_id", "tag": "import_tag", "status": "status", "total": "total",
+    "imported": "imported", "updated": "updated", "skipped": "skipped", "failed": "failed", "error": "error",
+}
 IMPORTS_TABLE = dg.TableSchema(
-    columns=[
-        dg.TableColumn("file", "string"),
-        dg.TableColumn("workspace", "string"),
-        dg.TableColumn("tag", "string"),
-        dg.TableColumn("status", "string"),
-        dg.TableColumn("total", "int"),
-        dg.TableColumn("imported", "int"),
-        dg.TableColumn("updated", "int"),
-        dg.TableColumn("skipped", "int"),
-        dg.TableColumn("failed", "int"),
-        dg.TableColumn("error", "string"),
-    ]
+    columns=[dg.TableColumn(column, "int" if column in ("total", "imported", "updated", "skipped", "failed") else "string")
+             for column in TABLE_COLUMNS]
 )
 
 
@@ -434,23 +429,8 @@ def _metadata(value: dict, entries: list[LedgerEntry]) -> dict[str, object]:
         if item is not None and key != "files"
     }
     meta["imports_table"] = dg.MetadataValue.table(
-        records=[
-            dg.TableRecord(
-                {
-                    "file": e.file,
-                    "workspace": e.workspace_id,
-                    "tag": e.import_tag,
-                    "status": e.status,
-                    "total": e.total,
-                    "imported": e.imported,
-                    "updated": e.updated,
-                    "skipped": e.skipped,
-                    "failed": e.failed,
-                    "error": e.error or "",
-                }
-            )
-            for e in entries
-        ],
+        records=[dg.TableRecord({column: line[key] or "" if column == "error" else line[key] for column, key in TABLE_COLUMNS.items()})
+                 for line in value["files"]],
         schema=IMPORTS_TABLE,
     )
     meta["summary"] = dg.MetadataValue.md("\n".join(lines))
