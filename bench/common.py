@@ -126,8 +126,8 @@ def pipeline_module_exists(module: str) -> bool:
 
 def create_schema(dbname: str) -> str:
     """Create ``contacts`` the way the pipeline does when it can; return which way was used."""
-    if pipeline_module_exists("contact_import_pipeline.contacts_store"):
-        from contact_import_pipeline.contacts_store import ContactsStore
+    if pipeline_module_exists("contact_import_pipeline.storage.contacts"):
+        from contact_import_pipeline.storage.contacts import ContactsStore
 
         store = ContactsStore(sqlalchemy_url(dbname))
         try:

@@ -17,7 +17,7 @@ What is measured (everything in one run, printed as one JSON line):
   same in both databases;
 * single: one R-row file renamed into the idle daemon's bucket, landing to archived (local folder,
   and S3 on a moto server when moto is installed);
-* trigger: ``dagster_api.trigger_import`` of one R-row local file through a dagster-webserver,
+* trigger: ``trigger.trigger_import`` of one R-row local file through a dagster-webserver,
   launch to finished run;
 * tick: one evaluation of ``new_files_sensor`` over 10,000 settled files (the second one, which
   requests the runs), and the daemon's own ticks over the same files.
@@ -121,8 +121,8 @@ class World:
 
     def env(self, **extra: str) -> dict[str, str]:
         """Environment of the daemon and webserver: only what this world sets of CONTACT*/DAGSTER*."""
-        from contact_import_pipeline.bucket import BUCKET_DIR_ENV
-        from contact_import_pipeline.contacts_store import DATABASE_URL_ENV
+        from contact_import_pipeline.storage.bucket import BUCKET_DIR_ENV
+        from contact_import_pipeline.storage.schema import DATABASE_URL_ENV
         from contact_import_pipeline.settings import SENSOR_INTERVAL_ENV
 
         clean = {k: v for k, v in os.environ.items() if not k.startswith(("CONTACT", "DAGSTER"))}
@@ -292,7 +292,7 @@ def webserver(world: World, env: dict[str, str]) -> Iterator[str]:
     """A dagster-webserver; yields its URL once it has loaded the code location."""
     import socket
 
-    from contact_import_pipeline.dagster_api import DagsterApi, DagsterApiError
+    from contact_import_pipeline.app.graphql import DagsterApi, DagsterApiError
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -354,7 +354,7 @@ def wait_idle(world: World, instance: Any, log_name: str = "daemon") -> None:
 
 def run_figures(records: list[Any]) -> dict[str, Any]:
     """How many runs, their outcome, how many files each carried, and their queue and work times."""
-    from contact_import_pipeline.progress import read_progress
+    from contact_import_pipeline.defs.progress import read_progress
 
     def files_of(record: Any) -> int:
         return len(record.dagster_run.run_config.get("ops", {}).get("raw_csv", {}).get("config", {}).get("files", []))
@@ -374,8 +374,8 @@ def run_figures(records: list[Any]) -> dict[str, Any]:
 
 def ledger_check(world: World, keys: list[str]) -> dict[str, Any]:
     """Whether every key has exactly one ledger entry and it is ``completed``."""
-    from contact_import_pipeline.contacts_store import ContactsStore
-    from contact_import_pipeline.ledger import Ledger
+    from contact_import_pipeline.storage.contacts import ContactsStore
+    from contact_import_pipeline.storage.ledger import Ledger
 
     store = ContactsStore(world.contacts_url)
     try:
@@ -480,8 +480,9 @@ def measure_single_local(world: World, instance: Any, paths: list[Path], workspa
 
 def measure_trigger(world: World, instance: Any, url: str, paths: list[Path], workspace: str) -> list[dict[str, Any]]:
     """``trigger_import`` of one local file, then the run's status every 0.2 s until it finished."""
-    from contact_import_pipeline.bucket import LocalFolderBucket
-    from contact_import_pipeline.dagster_api import DagsterApi, trigger_import
+    from contact_import_pipeline.storage.bucket import LocalFolderBucket
+    from contact_import_pipeline.app.graphql import DagsterApi
+    from contact_import_pipeline.app.trigger import trigger_import
 
     api = DagsterApi(url)
     out = []
@@ -505,7 +506,7 @@ def measure_single_s3(world: World, instance: Any, paths: list[Path], workspace:
     except ImportError as exc:
         return {"skipped": f"moto is not importable ({exc})"}
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request
-    from contact_import_pipeline.bucket import BUCKET_ENV, S3_BUCKET_ENV, S3_ENDPOINT_ENV
+    from contact_import_pipeline.storage.bucket import BUCKET_ENV, S3_BUCKET_ENV, S3_ENDPOINT_ENV
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
@@ -547,8 +548,8 @@ def evaluate_sensor(instance: Any, folder: Path) -> dict[str, Any]:
     as new (pending), the second requests their runs and is the one that counts."""
     import dagster as dg
 
-    from contact_import_pipeline.bucket import LocalFolderBucket
-    from contact_import_pipeline.sensors import new_files_sensor
+    from contact_import_pipeline.storage.bucket import LocalFolderBucket
+    from contact_import_pipeline.defs.sensors import new_files_sensor
 
     bucket = LocalFolderBucket(root=str(folder))
     timings, cursor, result = [], None, None

@@ -44,7 +44,7 @@ from bench.common import (
     sqlalchemy_url,
 )
 
-DEFINITIONS_MODULE = "contact_import_pipeline.definitions"
+DEFINITIONS_MODULE = "contact_import_pipeline.defs.definitions"
 IMPORT_JOB_NAME = "import_job"
 # Environment the pipeline reads (contacts_store.DATABASE_URL_ENV, bucket.BUCKET_DIR_ENV).
 DATABASE_URL_ENV = "CONTACTS_DATABASE_URL"
@@ -62,7 +62,7 @@ def cli_path() -> Path:
 
 
 def cli_available() -> bool:
-    return cli_path().exists() and pipeline_module_exists("contact_import_pipeline.cli")
+    return cli_path().exists() and pipeline_module_exists("contact_import_pipeline.app.cli")
 
 
 def launched_available() -> bool:
@@ -117,15 +117,15 @@ def run_cli(csv_path: Path, dbname: str, workspace_id: str = WORKSPACE_ID) -> di
 
 def import_job() -> Any:
     """The pipeline's import job, resolved; the reconstructor every step process calls."""
-    from contact_import_pipeline.definitions import defs
+    from contact_import_pipeline.defs.definitions import defs
 
     return defs.resolve_job_def(IMPORT_JOB_NAME)
 
 
 def ledger_timings(db_url: str, run_id: str) -> dict[str, float] | None:
     """Stage seconds of the run's one import, as its ledger entry recorded them."""
-    from contact_import_pipeline.contacts_store import ContactsStore
-    from contact_import_pipeline.ledger import Ledger
+    from contact_import_pipeline.storage.contacts import ContactsStore
+    from contact_import_pipeline.storage.ledger import Ledger
 
     store = ContactsStore(db_url)
     try:
@@ -178,8 +178,8 @@ def run_launched(csv_path: Path, db_url: str, workspace_id: str = WORKSPACE_ID, 
     ``one_process`` line, which with ``launched`` shows where a file is big enough for its own run.
     """
     if not launched_available():
-        raise NotImplementedError("needs contact_import_pipeline.definitions")
-    from contact_import_pipeline import launch
+        raise NotImplementedError("needs contact_import_pipeline.defs.definitions")
+    from contact_import_pipeline.defs import launch
     from contact_import_pipeline.vocabulary import Origin
 
     key = f"{workspace_id}/imports/{csv_path.name}"

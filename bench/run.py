@@ -366,9 +366,9 @@ def main(argv: list[str] | None = None) -> None:
     if not pipeline.cli_available():
         for name in ("cli", "workspace1m"):
             if name in only:
-                unavailable[name] = "needs the `contact-import` CLI (contact_import_pipeline.cli)"
+                unavailable[name] = "needs the `contact-import` CLI (contact_import_pipeline.app.cli)"
     if "launched" in only and not pipeline.launched_available():
-        unavailable["launched"] = "needs contact_import_pipeline.definitions"
+        unavailable["launched"] = "needs contact_import_pipeline.defs.definitions"
 
     started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     inputs: dict[str, dict[str, int]] = {}

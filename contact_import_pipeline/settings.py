@@ -71,6 +71,13 @@ class Limits:
         )
 
 
+# Where uploads live (defs.resources.BucketResource): a local folder unless CONTACT_BUCKET=s3.
+BUCKET_ENV = "CONTACT_BUCKET"
+BUCKET_DIR_ENV = "CONTACT_BUCKET_DIR"
+S3_BUCKET_ENV = "CONTACT_S3_BUCKET"
+S3_PREFIX_ENV = "CONTACT_S3_PREFIX"
+S3_ENDPOINT_ENV = "CONTACT_S3_ENDPOINT_URL"
+
 # New-file sensor. 15 s between ticks keeps an upload's wait short while a listing of a few
 # thousand keys stays far below the daemon's 60 s tick timeout; tests set 2 s.
 SENSOR_INTERVAL_ENV = "CONTACT_SENSOR_INTERVAL_SECONDS"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from datetime import datetime, timezone
 from enum import StrEnum
 
 IMPORT_JOB_NAME = "import_job"
@@ -34,6 +35,11 @@ RETRY_NUMBER_TAG = "dagster/retry_number"
 WILL_RETRY_TAG = "dagster/will_retry"
 MAX_RETRIES_TAG = "dagster/max_retries"
 RETRY_STRATEGY_TAG = "dagster/retry_strategy"
+
+
+def default_import_tag(moment: datetime) -> str:
+    """``import:<UTC ISO-8601 seconds>Z``, as in the reference design."""
+    return "import:" + moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def workspace_tag(workspace_id: str) -> str:

@@ -18,7 +18,8 @@ import pytest
 import sqlalchemy as sa
 
 if TYPE_CHECKING:
-    from contact_import_pipeline.contacts_store import BatchOutcome, ContactsStore
+    from contact_import_pipeline.storage.contacts import ContactsStore
+    from contact_import_pipeline.model import BatchOutcome
 
 PG_ADMIN_ENV = "CONTACT_IMPORT_TEST_PG"
 DEFAULT_PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -138,7 +139,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 def batch_frame(rows: list[tuple[str, ...]], lines: list[int]) -> pd.DataFrame:
     """An insert batch of one import as ``ContactsStore.insert_batch`` takes it: BATCH_COLUMNS values,
     line numbers, and the import's position (0)."""
-    from contact_import_pipeline.contacts_store import BATCH_COLUMNS
+    from contact_import_pipeline.model import BATCH_COLUMNS
 
     return pd.DataFrame(rows, columns=list(BATCH_COLUMNS)).assign(row=lines, **{"import": 0})
 
@@ -155,7 +156,7 @@ def insert_rows(
     update: bool = False,
 ) -> "BatchOutcome":
     """Insert ``rows`` (BATCH_COLUMNS tuples) as one batch of one import and return its outcome."""
-    from contact_import_pipeline.contacts_store import BatchImport, BatchOutcome
+    from contact_import_pipeline.model import BatchImport, BatchOutcome
 
     share = BatchImport(import_id=import_id, workspace_id=workspace_id, import_tag=import_tag, metadata={"import_tag": import_tag})
     lines = lines if lines is not None else list(range(2, 2 + len(rows)))
@@ -163,3 +164,17 @@ def insert_rows(
         run_key=import_id, batch_index=batch_index, imports=[share], batch=batch_frame(rows, lines), update=update
     )
     return outcomes.get(import_id) or BatchOutcome(rows=0, imported=0, skipped=0, updated=0, conflict_rows=[])
+
+
+def as_resource(bucket: "ContactBucket") -> "BucketResource":
+    """The Dagster resource that opens ``bucket`` (sensors and assets take the resource)."""
+    from contact_import_pipeline.defs.resources import BucketResource
+    from contact_import_pipeline.storage.bucket import S3Bucket
+
+    if isinstance(bucket, S3Bucket):
+        return BucketResource(
+            kind="s3", s3_bucket=bucket.bucket, s3_prefix=bucket.prefix, endpoint_url=bucket.endpoint_url or "",
+            region_name=bucket.region_name or "", aws_access_key_id=bucket.aws_access_key_id or "",
+            aws_secret_access_key=bucket.aws_secret_access_key or "",
+        )
+    return BucketResource(kind="local", root=bucket.root)

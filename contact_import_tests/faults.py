@@ -29,11 +29,12 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from contact_import_pipeline import launch as launching
-from contact_import_pipeline.contacts_store import DATABASE_URL_ENV, ContactsStore, normalize_url
-from contact_import_pipeline.ledger import Ledger, LedgerEntry
-from contact_import_pipeline.runner import LOCAL_DAGSTER_YAML
-from contact_import_pipeline.sources import ALLOW_LOCAL_SOURCES_ENV
+from contact_import_pipeline.defs import launch as launching
+from contact_import_pipeline.storage.contacts import ContactsStore
+from contact_import_pipeline.storage.schema import DATABASE_URL_ENV, normalize_url
+from contact_import_pipeline.storage.ledger import Ledger, LedgerEntry
+from contact_import_pipeline.app.runner import LOCAL_DAGSTER_YAML
+from contact_import_pipeline.storage.sources import ALLOW_LOCAL_SOURCES_ENV
 from contact_import_pipeline.vocabulary import IMPORT_JOB_NAME, Origin
 
 HEADER = ["first_name", "last_name", "email", "phone"]
@@ -432,7 +433,7 @@ def _main(spec_json: str) -> None:
         )
     keys = [entry["key"] for entry in config["ops"]["raw_csv"]["config"]["files"]]
     result = dg.execute_job(
-        dg.build_reconstructable_job("contact_import_pipeline.definitions", IMPORT_JOB_NAME),
+        dg.build_reconstructable_job("contact_import_pipeline.defs.definitions", IMPORT_JOB_NAME),
         instance=instance,
         run_config=config,
         tags=launching.run_tags(keys, Origin.CLI) | {TEST_TAG: spec["token"]},

@@ -11,7 +11,8 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from contact_import_pipeline.bucket import BUCKET_ENV, S3_BUCKET_ENV, S3_ENDPOINT_ENV, S3_PREFIX_ENV, S3Bucket
+from contact_import_pipeline.settings import BUCKET_ENV, S3_BUCKET_ENV, S3_ENDPOINT_ENV, S3_PREFIX_ENV
+from contact_import_pipeline.storage.bucket import S3Bucket
 
 # moto accepts any credentials; fixed ones keep boto3 from looking for real ones.
 TEST_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import requests
 
-from contact_import_pipeline.io_managers import LOCAL_OUTPUTS_FOLDER
+from contact_import_pipeline.storage.outputs import LOCAL_OUTPUTS_FOLDER
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WORKSPACE_YAML = REPO_ROOT / "workspace.yaml"

@@ -8,17 +8,17 @@ import time
 
 import pytest
 
-from contact_import_pipeline.bucket import (
+from contact_import_pipeline.storage.bucket import (
     TEMP_PREFIX,
     BucketError,
     ContactBucket,
     LocalFolderBucket,
     MissingObjectError,
     S3Bucket,
-    bucket_from_env,
 )
+from contact_import_pipeline.defs.resources import bucket_from_env
 from contact_import_pipeline.errors import CsvFileError, OptionsError
-from contact_import_pipeline.keys import UnsafeKeyError
+from contact_import_pipeline.storage.keys import UnsafeKeyError
 from contact_import_tests.s3_server import (  # noqa: F401 (fixtures)
     PAGINATION_KEYS,
     big_s3_bucket,

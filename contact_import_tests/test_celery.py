@@ -21,11 +21,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from contact_import_pipeline import launch
-from contact_import_pipeline.contacts_store import ContactsStore
-from contact_import_pipeline.io_managers import BUCKET_OUTPUTS_PREFIX
-from contact_import_pipeline.ledger import Ledger
-from contact_import_pipeline.progress import read_progress
+from contact_import_pipeline.defs import launch
+from contact_import_pipeline.storage.contacts import ContactsStore
+from contact_import_pipeline.storage.outputs import BUCKET_OUTPUTS_PREFIX
+from contact_import_pipeline.storage.ledger import Ledger
+from contact_import_pipeline.defs.progress import read_progress
 from contact_import_pipeline.vocabulary import IMPORT_JOB_CELERY_NAME, Origin
 from contact_import_tests.conftest import dagster_pg_env, insert_rows
 from contact_import_tests.s3_server import new_s3_bucket, s3_bucket_env, s3_endpoint  # noqa: F401 (fixture)
@@ -166,7 +166,7 @@ def test_celery_workers_import_100k_rows_through_s3(
         run_config = {k: v for k, v in launch.run_config(files, in_process=False, batch_size=10_000).items() if k != "execution"}
         started = time.perf_counter()
         with dg.execute_job(
-            dg.build_reconstructable_job("contact_import_pipeline.definitions", IMPORT_JOB_CELERY_NAME),
+            dg.build_reconstructable_job("contact_import_pipeline.defs.definitions", IMPORT_JOB_CELERY_NAME),
             instance=instance,
             run_config=run_config,
             tags=launch.run_tags([key], Origin.CLI),

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from contact_import_pipeline import cli
-from contact_import_pipeline.contacts_store import BATCH_COLUMNS, ContactsStore
-from contact_import_pipeline.dagster_api import DagsterUnreachable, RunState
-from contact_import_pipeline.imports import import_id_for
-from contact_import_pipeline.keys import parse_import_key
-from contact_import_pipeline.ledger import ImportClaim, ImportResult, Ledger, PlannedImport
+from contact_import_pipeline.app import cli
+from contact_import_pipeline.storage.contacts import ContactsStore
+from contact_import_pipeline.model import BATCH_COLUMNS
+from contact_import_pipeline.app.graphql import DagsterUnreachable, RunState
+from contact_import_pipeline.importing.lifecycle import import_id_for
+from contact_import_pipeline.storage.keys import parse_import_key
+from contact_import_pipeline.storage.ledger import ImportClaim, ImportResult, Ledger, PlannedImport
 from contact_import_pipeline.vocabulary import Origin
 from contact_import_tests.conftest import insert_rows
 from contact_import_tests.servers import LOADED_WORKSPACE, FakeDagster, free_port

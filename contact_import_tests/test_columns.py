@@ -10,15 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from contact_import_pipeline.columns import (
-    CONTACT_FIELDS,
-    ColumnPlan,
-    apply_plan,
-    normalize_header,
-    plan_columns,
-)
+from contact_import_pipeline.mapping.columns import ColumnPlan, apply_plan, normalize_header, plan_columns
+
+from contact_import_pipeline.model import CONTACT_FIELDS
 from contact_import_pipeline.errors import ColumnMappingError
-from contact_import_pipeline.phones import normalize_phones
+from contact_import_pipeline.mapping.phones import normalize_phones
 
 EXPORTS = Path(__file__).parent / "data" / "exports"
 OUTPUT = list(CONTACT_FIELDS) + ["phone_raw", "country_raw"]

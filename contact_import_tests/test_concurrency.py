@@ -19,8 +19,8 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from contact_import_pipeline.contacts_store import ContactsStore
-from contact_import_pipeline.ledger import LedgerEntry
+from contact_import_pipeline.storage.contacts import ContactsStore
+from contact_import_pipeline.storage.ledger import LedgerEntry
 from contact_import_pipeline.settings import CONTACTS_DB_POOL
 from contact_import_tests import faults
 

@@ -9,21 +9,19 @@ from datetime import datetime, timezone
 import pandas as pd
 import pytest
 
-from contact_import_pipeline import progress, stages
-from contact_import_pipeline.contacts_store import (
-    BATCH_COLUMNS,
-    BatchImport,
-    BatchOutcome,
-    ContactsStore,
-    ImportProgress,
-    normalize_url,
-    redact_url,
-)
-from contact_import_pipeline.csv_reading import read_csv_bytes
+from contact_import_pipeline.defs import progress
+from contact_import_pipeline.importing import stages
+from contact_import_pipeline.storage.contacts import ContactsStore
+from contact_import_pipeline.storage.schema import normalize_url, redact_url
+from contact_import_pipeline.model import BATCH_COLUMNS, BatchImport, BatchOutcome, ImportProgress
+from contact_import_pipeline.reading.csv_file import read_csv_bytes
 from contact_import_pipeline.errors import OptionsError
-from contact_import_pipeline.ledger import ImportClaim, Ledger
-from contact_import_pipeline.options import FileImport, check_batch_size, default_import_tag, resolve_options
-from contact_import_pipeline.rejects import Reject, escape_cell, rejects_csv
+from contact_import_pipeline.vocabulary import default_import_tag
+from contact_import_pipeline.storage.ledger import ImportClaim, Ledger
+from contact_import_pipeline.defs.config import FileImport
+from contact_import_pipeline.importing.options import check_batch_size, resolve_options
+from contact_import_pipeline.importing.rejects import escape_cell, rejects_csv
+from contact_import_pipeline.model import Reject
 from contact_import_tests.conftest import batch_frame, insert_rows
 
 KEY = "ws1/imports/file.csv"

@@ -18,7 +18,7 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from contact_import_pipeline.contacts_store import ContactsStore
+from contact_import_pipeline.storage.contacts import ContactsStore
 from contact_import_pipeline.settings import CONTACTS_DB_POOL
 from contact_import_pipeline.vocabulary import RETRY_STRATEGY_TAG
 from contact_import_tests import faults

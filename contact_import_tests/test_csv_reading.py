@@ -9,7 +9,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from contact_import_pipeline.csv_reading import CsvTable, RowReject, read_csv_bytes
+from contact_import_pipeline.model import Reject
+from contact_import_pipeline.reading.csv_file import CsvTable, read_csv_bytes
 from contact_import_pipeline.errors import CsvFileError
 from contact_import_pipeline.settings import Limits
 
@@ -185,15 +186,15 @@ def test_ragged_rows_are_rejected_and_the_rest_imported() -> None:
     assert values(table) == [["1", "2", "3"], ["4", "5", "6"]]
     assert table.rows.tolist() == [2, 5]
     assert table.rejects == [
-        RowReject(3, "wrong_field_count", "expected 3 fields, found 2", ["1", "2"]),
-        RowReject(4, "wrong_field_count", "expected 3 fields, found 4", ["1", "2", "3", "4"]),
+        Reject(3, "wrong_field_count", "expected 3 fields, found 2", ["1", "2"]),
+        Reject(4, "wrong_field_count", "expected 3 fields, found 4", ["1", "2", "3", "4"]),
     ]
 
 
 def test_trailing_empty_fields_are_dropped() -> None:
     table = read(b"a,b\n1,2,,,\n3,4,, \n")
     assert values(table) == [["1", "2"]]
-    assert table.rejects == [RowReject(3, "wrong_field_count", "expected 2 fields, found 4", ["3", "4", "", " "])]
+    assert table.rejects == [Reject(3, "wrong_field_count", "expected 2 fields, found 4", ["3", "4", "", " "])]
 
 
 def test_values_stay_text_as_written() -> None:
@@ -242,7 +243,7 @@ def test_field_too_long() -> None:
     table = read(b"name,phone\n" + b"x" * 11 + b",1\nshort,2\n", Limits(max_field_chars=10))
     assert values(table) == [["short", "2"]]
     assert table.rejects == [
-        RowReject(2, "field_too_long", "field 1 has 11 characters, over the 10 limit", ["x" * 11, "1"])
+        Reject(2, "field_too_long", "field 1 has 11 characters, over the 10 limit", ["x" * 11, "1"])
     ]
 
 
@@ -260,7 +261,7 @@ def test_header_with_too_many_columns_is_refused() -> None:
 def test_data_row_with_too_many_fields_is_truncated_in_reject() -> None:
     table = read(b"a,b\n" + b",".join(b"v%d" % i for i in range(10)) + b"\n", Limits(max_columns=3))
     assert table.rejects == [
-        RowReject(2, "wrong_field_count", "expected 2 fields, found 10", ["v0", "v1", "v2", "v3"])
+        Reject(2, "wrong_field_count", "expected 2 fields, found 10", ["v0", "v1", "v2", "v3"])
     ]
 
 
@@ -269,7 +270,7 @@ def test_nul_in_field_rejects_that_row() -> None:
     assert values(table) == [["C", "2"]]
     assert table.rows.tolist() == [3]
     assert table.rejects == [
-        RowReject(2, "nul_character", "field 1 contains a NUL character (byte 0)", ["A\x00B", "1"])
+        Reject(2, "nul_character", "field 1 contains a NUL character (byte 0)", ["A\x00B", "1"])
     ]
 
 
@@ -286,5 +287,5 @@ def test_well_quoted_multi_line_row_with_wrong_count_is_one_reject() -> None:
     assert values(table) == [["B", "2"]]
     assert table.rows.tolist() == [4]
     assert table.rejects == [
-        RowReject(2, "wrong_field_count", "expected 2 fields, found 3", ["two\nlines", "1", "extra"])
+        Reject(2, "wrong_field_count", "expected 2 fields, found 3", ["two\nlines", "1", "extra"])
     ]

@@ -13,7 +13,7 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from contact_import_pipeline.contacts_store import ContactsStore
+from contact_import_pipeline.storage.contacts import ContactsStore
 from contact_import_tests import faults
 from contact_import_tests.faults import private_pg  # noqa: F401 (fixture)
 

@@ -9,12 +9,13 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from contact_import_pipeline import progress, stages
-from contact_import_pipeline.contacts_store import ContactsStore
-from contact_import_pipeline.ledger import Ledger
-from contact_import_pipeline.resources import ContactsDatabase
-from contact_import_pipeline.runner import ImportFailed, ImportRequest, run_import
-from contact_import_pipeline.sensors import import_failure_sensor
+from contact_import_pipeline.defs import progress
+from contact_import_pipeline.importing import stages
+from contact_import_pipeline.storage.contacts import ContactsStore
+from contact_import_pipeline.storage.ledger import Ledger
+from contact_import_pipeline.defs.resources import ContactsDatabase
+from contact_import_pipeline.app.runner import ImportFailed, ImportRequest, run_import
+from contact_import_pipeline.defs.sensors import import_failure_sensor
 
 # Nothing listens on port 1: the contacts database "goes away" outside our own error handling.
 UNREACHABLE_DB = "postgresql+psycopg://nobody@127.0.0.1:1/contacts"
@@ -116,6 +117,6 @@ def test_keeps_the_reason_our_code_already_gave(tmp_path: Path) -> None:
 
 def test_is_on_by_default_and_watches_the_import_job() -> None:
     assert import_failure_sensor.default_status == dg.DefaultSensorStatus.RUNNING
-    from contact_import_pipeline.definitions import defs
+    from contact_import_pipeline.defs.definitions import defs
 
     assert defs.resolve_sensor_def(import_failure_sensor.name) is not None

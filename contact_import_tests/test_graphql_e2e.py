@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from contact_import_pipeline import cli, launch
-from contact_import_pipeline.contacts_store import ContactsStore
-from contact_import_pipeline.dagster_api import DagsterApi, DagsterConfigInvalid, RunState
-from contact_import_pipeline.options import FileImport, ImportRunConfig
+from contact_import_pipeline.app import cli
+from contact_import_pipeline.defs import launch
+from contact_import_pipeline.storage.contacts import ContactsStore
+from contact_import_pipeline.app.graphql import DagsterApi, DagsterConfigInvalid, RunState
+from contact_import_pipeline.defs.config import FileImport, ImportRunConfig
 from contact_import_pipeline.settings import SMALL_FILE_BYTES_ENV
 from contact_import_pipeline.vocabulary import MAX_RETRIES_TAG, Origin, RunStatus, file_tag
 from contact_import_tests.conftest import create_pg_database, dagster_pg_env, drop_pg_database, require_postgres
@@ -35,7 +36,7 @@ UNIQUE = ROWS - DUPLICATES - INVALID
 BATCH_SIZE = 500
 POLL_SECONDS = 0.3
 RUN_TIMEOUT_SECONDS = 420.0
-CLI = [sys.executable, "-m", "contact_import_pipeline.cli"]
+CLI = [sys.executable, "-m", "contact_import_pipeline.app.cli"]
 
 
 def contacts_csv(path: Path) -> Path:
@@ -132,7 +133,7 @@ def test_5000_rows_through_graphql_outlive_the_caller_with_monotonic_progress(
     key = f"{WORKSPACE}/imports/fair-5000.csv"
     # The caller triggers, then follows the progress, like a web backend streaming to a browser.
     caller_code = (
-        "import sys; from contact_import_pipeline import cli; from contact_import_pipeline.dagster_api import trigger_import\n"
+        "import sys; from contact_import_pipeline.app import cli; from contact_import_pipeline.app.trigger import trigger_import\n"
         f"r = trigger_import([{str(source)!r}], {WORKSPACE!r}, tag='fair', batch_size={BATCH_SIZE})\n"
         "print(r.run_id, flush=True)\n"
         "sys.exit(cli.main(['status', r.run_id, '--follow']))\n"

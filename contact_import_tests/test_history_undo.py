@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from contact_import_pipeline import cli, launch
-from contact_import_pipeline.contacts_store import ContactsStore
-from contact_import_pipeline.definitions import defs
-from contact_import_pipeline.ledger import Ledger
-from contact_import_pipeline.runner import ImportRequest, local_instance, run_import
+from contact_import_pipeline.app import cli
+from contact_import_pipeline.defs import launch
+from contact_import_pipeline.storage.contacts import ContactsStore
+from contact_import_pipeline.defs.definitions import defs
+from contact_import_pipeline.storage.ledger import Ledger
+from contact_import_pipeline.app.runner import ImportRequest, local_instance, run_import
 from contact_import_tests.test_pipeline import numbered_rows, write_csv
 
 HEADER = ["First Name", "Last Name", "Email", "Mobile Phone"]

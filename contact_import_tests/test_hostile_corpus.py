@@ -21,9 +21,10 @@ import pytest
 import sqlalchemy as sa
 
 from bench.common import TreeSampler
-from contact_import_pipeline import cli
-from contact_import_pipeline.contacts_store import ContactsStore, import_batches
-from contact_import_pipeline.rejects import SKIP_REASONS
+from contact_import_pipeline.app import cli
+from contact_import_pipeline.storage.contacts import ContactsStore
+from contact_import_pipeline.storage.schema import import_batches
+from contact_import_pipeline.importing.rejects import SKIP_REASONS
 
 CORPUS = Path(__file__).parent / "corpus"
 EXPECTED: dict[str, dict[str, Any]] = json.loads((CORPUS / "expected.json").read_text(encoding="utf-8"))

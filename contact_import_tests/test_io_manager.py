@@ -11,10 +11,12 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from contact_import_pipeline import launch
-from contact_import_pipeline.bucket import LocalFolderBucket
-from contact_import_pipeline.io_managers import LOCAL_OUTPUTS_FOLDER, dump, expired_output_runs, load, output_store
-from contact_import_pipeline.sensors import step_outputs_sweep
+from contact_import_pipeline.defs import launch
+from contact_import_pipeline.storage.bucket import LocalFolderBucket
+from contact_import_pipeline.defs.io_manager import expired_output_runs, output_store
+from contact_import_pipeline.storage.outputs import LOCAL_OUTPUTS_FOLDER, dump, load
+from contact_import_pipeline.defs.sensors import step_outputs_sweep
+from contact_import_tests.conftest import as_resource
 from contact_import_tests.faults import make_home
 from contact_import_tests.test_multi_file import csv_bytes, person, upload
 
@@ -35,7 +37,7 @@ def _launch(instance: dg.DagsterInstance, key: str, database_url: str, in_proces
     config = launch.run_config([{"key": key, "cleanup": "keep"}], in_process=in_process)
     config.setdefault("resources", {})["contacts_db"] = {"config": {"url": database_url}}
     with dg.execute_job(
-        dg.build_reconstructable_job("contact_import_pipeline.definitions", "import_job"), instance=instance, run_config=config
+        dg.build_reconstructable_job("contact_import_pipeline.defs.definitions", "import_job"), instance=instance, run_config=config
     ) as result:
         assert result.success
         return result.run_id
@@ -67,7 +69,7 @@ def test_outputs_live_under_the_run_and_go_when_it_succeeded(tmp_path: Path) -> 
         store = output_store(instance, bucket)
         assert sorted(store.runs()) == sorted([first, second])
         assert sorted(expired_output_runs(instance, store.runs(), retention_seconds=DAY)) == sorted([first, second])
-        context = dg.build_sensor_context(instance=instance, resources={"bucket": bucket})
+        context = dg.build_sensor_context(instance=instance, resources={"bucket": as_resource(bucket)})
         assert step_outputs_sweep(context).skip_message == "deleted the step outputs of 2 runs"
         assert store.runs() == {}
 

@@ -16,15 +16,17 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from contact_import_pipeline import launch, stages
-from contact_import_pipeline.bucket import LocalFolderBucket
-from contact_import_pipeline.contacts_store import ContactsStore
-from contact_import_pipeline.csv_reading import read_csv_bytes
-from contact_import_pipeline.definitions import defs
-from contact_import_pipeline.ledger import Ledger, LedgerEntry
-from contact_import_pipeline.options import FileImport, resolve_options
-from contact_import_pipeline.progress import describe_step_failure
-from contact_import_pipeline.runner import ImportRequest, local_instance, run_import
+from contact_import_pipeline.defs import launch
+from contact_import_pipeline.importing import stages
+from contact_import_pipeline.storage.bucket import LocalFolderBucket
+from contact_import_pipeline.storage.contacts import ContactsStore
+from contact_import_pipeline.reading.csv_file import read_csv_bytes
+from contact_import_pipeline.defs.definitions import defs
+from contact_import_pipeline.storage.ledger import Ledger, LedgerEntry
+from contact_import_pipeline.defs.config import FileImport
+from contact_import_pipeline.importing.options import resolve_options
+from contact_import_pipeline.defs.progress import describe_step_failure
+from contact_import_pipeline.app.runner import ImportRequest, local_instance, run_import
 from contact_import_pipeline.vocabulary import file_tag, workspace_tag
 
 HEADER = ["First Name", "Last Name", "Email", "Phone"]
@@ -305,7 +307,7 @@ def test_run_tags_name_every_file_and_workspace_and_a_reexecution_changes_nothin
     assert progress_tags == {"status": "completed", "total": "6", "imported": "6", "processed": "6"}
 
     with dg.execute_job(
-        dg.build_reconstructable_job("contact_import_pipeline.definitions", "import_job"),
+        dg.build_reconstructable_job("contact_import_pipeline.defs.definitions", "import_job"),
         instance=instance,
         reexecution_options=dg.ReexecutionOptions(parent_run_id=result.run_id),
         run_config=run.run_config,  # a re-execution runs with its parent's config
@@ -368,7 +370,7 @@ def _run_crashing_at_summarize(files: list[dict[str, Any]], database_url: str, m
 def _reexecute(run_id: str) -> dg.ExecuteJobResult:
     instance = local_instance()
     with dg.execute_job(
-        dg.build_reconstructable_job("contact_import_pipeline.definitions", "import_job"),
+        dg.build_reconstructable_job("contact_import_pipeline.defs.definitions", "import_job"),
         instance=instance,
         reexecution_options=dg.ReexecutionOptions(parent_run_id=run_id),
         run_config=instance.get_run_by_id(run_id).run_config,
@@ -392,7 +394,7 @@ def test_a_file_read_before_a_crash_but_not_after_fails_the_run_not_the_import(d
     assert not gone.success
     (failure,) = [e for e in gone.all_events if e.is_step_failure]
     message, _ = describe_step_failure(failure)
-    assert message.startswith("step raw_csv failed: contact_import_pipeline.imports.ImportInterrupted: ws1/imports/b.csv: ")
+    assert message.startswith("step raw_csv failed: contact_import_pipeline.importing.lifecycle.ImportInterrupted: ws1/imports/b.csv: ")
     assert message.endswith("(an earlier attempt of this run had read it)")
     assert {k: e.status for k, e in ledger(database_url, first).items()} == {k["key"]: "running" for k in files}
 

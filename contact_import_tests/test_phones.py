@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from contact_import_pipeline.phones import (
+from contact_import_pipeline.mapping.nanp import key_depths
+from contact_import_pipeline.mapping.phones import (
     PHONE_CHUNK_ROWS,
-    _nanp_key_depths,
     is_valid_region,
     normalize_phone,
     normalize_phone_column,
@@ -109,7 +109,7 @@ def test_duplicates_share_one_answer_and_lengths_must_match():
 
 
 def test_nanp_key_depths_cover_every_area_code():
-    depths = _nanp_key_depths()
+    depths = key_depths()
     assert len(depths) == 1000
     assert set(depths.values()) <= {3, 4, 5, 6, 7}
     assert depths["202"] == 4 and depths["876"] == 7

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from contact_import_pipeline import cli
-from contact_import_pipeline.contacts_store import ContactsStore
-from contact_import_pipeline.runner import ImportRequest, run_import
+from contact_import_pipeline.app import cli
+from contact_import_pipeline.storage.contacts import ContactsStore
+from contact_import_pipeline.app.runner import ImportRequest, run_import
 
-SAMPLE = Path(cli.__file__).parent / "sample" / "sample-contacts.csv"
+SAMPLE = Path(cli.__file__).parents[1] / "sample" / "sample-contacts.csv"
 SAMPLE_PHONES = {
     "+12024561111", "+14155552671", "+442079460958", "+17578641000", "+525552083200",
     "+33144271410", "+13125550199",

@@ -14,9 +14,10 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from contact_import_pipeline.contacts_store import ContactsStore
-from contact_import_pipeline.dagster_api import DagsterApi, trigger_import
-from contact_import_pipeline.ledger import Ledger
+from contact_import_pipeline.storage.contacts import ContactsStore
+from contact_import_pipeline.app.graphql import DagsterApi
+from contact_import_pipeline.app.trigger import trigger_import
+from contact_import_pipeline.storage.ledger import Ledger
 from contact_import_pipeline.settings import OUTPUT_SWEEP_SECONDS, SMALL_FILE_BYTES_ENV
 from contact_import_tests.conftest import dagster_pg_env, insert_rows
 from contact_import_tests.servers import dagster_servers, production_home, run_outputs_folder

@@ -13,8 +13,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from contact_import_pipeline.contacts_store import ContactsStore
-from contact_import_pipeline.progress import read_progress
+from contact_import_pipeline.storage.contacts import ContactsStore
+from contact_import_pipeline.defs.progress import read_progress
 from contact_import_tests import faults
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]

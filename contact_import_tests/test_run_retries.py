@@ -15,9 +15,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from contact_import_pipeline.contacts_store import ContactsStore
-from contact_import_pipeline.dagster_api import DagsterApi, RunState, trigger_import
-from contact_import_pipeline.progress import read_progress
+from contact_import_pipeline.storage.contacts import ContactsStore
+from contact_import_pipeline.app.graphql import DagsterApi, RunState
+from contact_import_pipeline.app.trigger import trigger_import
+from contact_import_pipeline.defs.progress import read_progress
 from contact_import_pipeline.settings import RUN_RETRY_DELAY_ENV
 from contact_import_pipeline.vocabulary import RETRY_NUMBER_TAG, WILL_RETRY_TAG
 from contact_import_tests import faults

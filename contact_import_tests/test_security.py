@@ -20,16 +20,18 @@ import pytest
 import sqlalchemy as sa
 
 import contact_import_pipeline
-from contact_import_pipeline import cli, contacts_store
-from contact_import_pipeline.bucket import LocalFolderBucket
-from contact_import_pipeline.columns import CONTACT_FIELDS
-from contact_import_pipeline.contacts_store import ContactsStore, contacts, import_batches
-from contact_import_pipeline.keys import UnsafeKeyError, check_safe_key, parse_import_key
-from contact_import_pipeline.progress import TAG_PREFIX
-from contact_import_pipeline.rejects import escape_cell, rejects_csv
-from contact_import_pipeline.runner import ImportFailed, ImportRequest, local_instance, run_import
+from contact_import_pipeline.app import cli
+from contact_import_pipeline.storage import writers
+from contact_import_pipeline.storage.bucket import LocalFolderBucket
+from contact_import_pipeline.model import CONTACT_FIELDS
+from contact_import_pipeline.storage.contacts import ContactsStore
+from contact_import_pipeline.storage.schema import contacts, import_batches
+from contact_import_pipeline.storage.keys import UnsafeKeyError, check_safe_key, parse_import_key
+from contact_import_pipeline.defs.progress import TAG_PREFIX
+from contact_import_pipeline.importing.rejects import escape_cell, rejects_csv
+from contact_import_pipeline.app.runner import ImportFailed, ImportRequest, local_instance, run_import
 from contact_import_pipeline.settings import MAX_COLUMNS_ENV, MAX_FIELD_CHARS_ENV, MAX_FILE_BYTES_ENV
-from contact_import_pipeline.rejects import Reject
+from contact_import_pipeline.model import Reject
 
 PIPELINE = Path(contact_import_pipeline.__file__).parent
 # A word that appears only inside hostile payloads, so finding it in SQL text means a payload got in.
@@ -207,20 +209,20 @@ SQL_WORDS = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|CREATE|ALTER|DROP|COPY|W
 # Reviewed: the only SQL text built with f-strings. Each interpolates a module constant made of
 # column names (BATCH_COLUMNS / CONTACT_FIELDS) or a constant ON CONFLICT clause; never a value.
 REVIEWED_SQL_FSTRINGS = {
-    ("contacts_store.py", ("c",) * 6),  # _PG_FILL: one CASE per contact field
-    ("contacts_store.py", ("_PG_FILL",)),  # _PG_ON_CONFLICT[True]
-    ("contacts_store.py", ("_STAGE_TABLE", "', '.join((c + ' text' for c in BATCH_COLUMNS))")),  # CREATE TEMP TABLE stage
-    ("contacts_store.py", ("_STAGE_TABLE", "_STAGE_COLUMNS")),  # COPY stage (...) FROM STDIN
-    ("contacts_store.py", ("_DIRECT_COLUMNS",)),  # COPY contacts (...) FROM STDIN
+    ("writers.py", ("c",) * 6),  # _PG_FILL: one CASE per contact field
+    ("writers.py", ("_PG_FILL",)),  # _PG_ON_CONFLICT[True]
+    ("writers.py", ("_STAGE_TABLE", "', '.join((c + ' text' for c in BATCH_COLUMNS))")),  # CREATE TEMP TABLE stage
+    ("writers.py", ("_STAGE_TABLE", "_STAGE_COLUMNS")),  # COPY stage (...) FROM STDIN
+    ("writers.py", ("_DIRECT_COLUMNS",)),  # COPY contacts (...) FROM STDIN
     # INSERT … SELECT from the stage, joined back to the stage for the rows that did not land
-    ("contacts_store.py", ("_STAGE_COLUMNS", "_STAGE_COLUMNS", "_STAGE_TABLE", "_PG_ON_CONFLICT[update]", "_STAGE_TABLE")),
+    ("writers.py", ("_STAGE_COLUMNS", "_STAGE_COLUMNS", "_STAGE_TABLE", "_PG_ON_CONFLICT[update]", "_STAGE_TABLE")),
 }
 
 
 def sql_built_from_strings() -> set[tuple[str, tuple[str, ...]]]:
     """Every piece of SQL-looking text built by interpolation (f-string, %, +, .format) in the package."""
     found: set[tuple[str, tuple[str, ...]]] = set()
-    for path in sorted(PIPELINE.glob("*.py")):
+    for path in sorted(PIPELINE.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.JoinedStr):
                 text = "".join(v.value for v in node.values if isinstance(v, ast.Constant))
@@ -242,13 +244,13 @@ def test_sql_text_is_built_only_from_reviewed_constants() -> None:
     assert sql_built_from_strings() == REVIEWED_SQL_FSTRINGS
     # What those f-strings interpolate: plain column names of the contacts table, and constant clauses.
     columns = set(contacts.c.keys())
-    for name in contacts_store.BATCH_COLUMNS + CONTACT_FIELDS:
+    for name in writers.BATCH_COLUMNS + CONTACT_FIELDS:
         assert re.fullmatch(r"[a-z_]+", name) and name in columns, name
-    assert contacts_store._STAGE_COLUMNS == ", ".join(contacts_store.BATCH_COLUMNS)
-    assert re.fullmatch(r"[a-z_]+", contacts_store._STAGE_TABLE)
-    assert contacts_store._DIRECT_COLUMNS == ", ".join([*contacts_store.BATCH_COLUMNS, "workspace_id", "tags", "metadata"])
-    assert set(contacts_store._PG_ON_CONFLICT) == {False, True}
-    assert all(isinstance(clause, str) for clause in contacts_store._PG_ON_CONFLICT.values())
+    assert writers._STAGE_COLUMNS == ", ".join(writers.BATCH_COLUMNS)
+    assert re.fullmatch(r"[a-z_]+", writers._STAGE_TABLE)
+    assert writers._DIRECT_COLUMNS == ", ".join([*writers.BATCH_COLUMNS, "workspace_id", "tags", "metadata"])
+    assert set(writers._PG_ON_CONFLICT) == {False, True}
+    assert all(isinstance(clause, str) for clause in writers._PG_ON_CONFLICT.values())
 
 
 # --- unsafe bucket keys -------------------------------------------------------------------------

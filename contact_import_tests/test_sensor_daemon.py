@@ -15,10 +15,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from contact_import_pipeline.contacts_store import ContactsStore
-from contact_import_pipeline.keys import parse_import_key
-from contact_import_pipeline.ledger import Ledger
-from contact_import_pipeline.options import default_import_tag
+from contact_import_pipeline.storage.contacts import ContactsStore
+from contact_import_pipeline.storage.keys import parse_import_key
+from contact_import_pipeline.storage.ledger import Ledger
+from contact_import_pipeline.vocabulary import default_import_tag
 from contact_import_pipeline.settings import MAX_FILES_PER_RUN_ENV, SENSOR_INTERVAL_ENV
 from contact_import_pipeline.vocabulary import (
     FILE_TAG_PREFIX,
@@ -71,7 +71,7 @@ telemetry:
 WORKSPACE_YAML = """\
 load_from:
   - python_module:
-      module_name: contact_import_pipeline.definitions
+      module_name: contact_import_pipeline.defs.definitions
       location_name: contact_import_pipeline
       working_directory: {repo}
 """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -13,9 +14,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from contact_import_pipeline import launch
-from contact_import_pipeline.bucket import BucketError, ContactBucket, LocalFolderBucket, S3Bucket
-from contact_import_pipeline.sensors import new_files_sensor
+from contact_import_pipeline.defs import launch
+from contact_import_pipeline.storage.bucket import BucketError, ContactBucket, LocalFolderBucket, S3Bucket
+from contact_import_pipeline.defs.sensors import new_files_sensor
+from contact_import_tests.conftest import as_resource
 from contact_import_tests.s3_server import (  # noqa: F401 (fixtures)
     PAGINATION_KEYS,
     big_s3_bucket,
@@ -40,7 +42,7 @@ class Ticker:
 
     def tick(self, bucket: ContactBucket | None = None) -> dg.SensorResult:
         context = dg.build_sensor_context(
-            instance=self.instance, cursor=self.cursor, resources={"bucket": bucket or self.bucket}
+            instance=self.instance, cursor=self.cursor, resources={"bucket": as_resource(bucket or self.bucket)}
         )
         context.log.addHandler(_ListHandler(self.warnings))
         result = new_files_sensor(context)
@@ -376,7 +378,7 @@ def test_local_file_still_being_written_is_not_picked(tmp_path) -> None:
 def test_s3_outage_fails_ticks_without_losing_files(s3_endpoint: str) -> None:  # noqa: F811
     bucket = new_s3_bucket(s3_endpoint)
     client = s3_client(s3_endpoint)
-    unreachable = S3Bucket(**{**bucket.model_dump(), "endpoint_url": "http://127.0.0.1:9"})
+    unreachable = dataclasses.replace(bucket, endpoint_url="http://127.0.0.1:9")
     ticker = Ticker(bucket)
     client.put_object(Bucket=bucket.bucket, Key="ws1/imports/before.csv", Body=b"p\n1\n")
     assert len(ticker.tick().run_requests) == 1

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from contact_import_pipeline.dagster_api import DagsterApi, trigger_import
-from contact_import_pipeline.progress import COUNT_FIELDS
-from contact_import_pipeline.runner import LOCAL_DAGSTER_YAML
+from contact_import_pipeline.app.graphql import DagsterApi
+
+from contact_import_pipeline.app.trigger import trigger_import
+from contact_import_pipeline.defs.progress import COUNT_FIELDS
+from contact_import_pipeline.app.runner import LOCAL_DAGSTER_YAML
 from contact_import_pipeline.settings import SMALL_FILE_BYTES_ENV
 from contact_import_pipeline.vocabulary import TAG_PREFIX, file_tag, workspace_tag
 from contact_import_tests.servers import REPO_ROOT, dagster_servers

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from contact_import_pipeline import cli
-from contact_import_pipeline.contacts_store import ContactsStore
-from contact_import_pipeline.runner import ImportRequest, run_import
+from contact_import_pipeline.app import cli
+from contact_import_pipeline.storage.contacts import ContactsStore
+from contact_import_pipeline.app.runner import ImportRequest, run_import
 from contact_import_tests.conftest import insert_rows
 from contact_import_tests.test_pipeline import write_csv
 

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from contact_import_pipeline import url_source
+from contact_import_pipeline.storage import url_source
 from contact_import_pipeline.errors import ImportFileError, OptionsError
-from contact_import_pipeline.url_source import (
+from contact_import_pipeline.storage.url_source import (
     UrlSourceError,
     allow_private_urls_from_env,
     fetch_url,

@@ -1,19 +1,7 @@
-"""Step outputs that belong to their run: stored under the run's id, deleted when it succeeds.
+"""Step outputs of runs, stored by run id: pickled with out-of-band buffers, in a local folder, in
+the S3 bucket, or in the run's own memory.
 
-The stage values hold whole files (personal data), so they are not kept: an unpartitioned asset's
-output would otherwise sit at one path per asset, shared and overwritten by concurrent runs, and
-stay there forever. Here every output lives under ``<run id>/<step key>/<output>``; a re-executed
-step reads its inputs from the run that produced them.
-
-Where they go:
-
-* a run in one process (the small-file runs the sensor packs, ``contact-import import`` of a small
-  file) keeps them in memory: nothing is written at all;
-* otherwise, with an S3 bucket, under ``_contact_import_outputs/`` in that bucket, so Celery
-  workers on other machines share them;
-* otherwise under ``<DAGSTER_HOME>/storage/contact_import_outputs``.
-
-Pickling. Dagster's own pickling of a DataFrame of Arrow-backed text copies each column into the
+Pickling. Python's own pickling of a DataFrame of Arrow-backed text copies each column into the
 pickle stream first, which at a million rows adds ~400 MB to a step's peak memory. Pickle
 protocol 5 hands those buffers out instead ("out-of-band"): they are written as they are and read
 back as views of one read. DataFrames travel as Arrow tables, because pandas itself copies Arrow
@@ -27,19 +15,21 @@ import pickle
 import shutil
 import struct
 import tempfile
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import dagster as dg
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from pydantic import Field
 
-from contact_import_pipeline.bucket import ContactBucket, S3Bucket
+from contact_import_pipeline.storage.bucket import S3Bucket
+
+
+class OutputMissing(KeyError):
+    """A step output that is not where it should be."""
+
 
 MAGIC = b"CIOOB1\n"  # marks files written by dump
 _COUNTS = struct.Struct("<QQ")
@@ -194,8 +184,8 @@ class MemoryOutputs(OutputStore):
 
     def read(self, path: str) -> Any:
         if path not in self.objects:
-            raise dg.Failure(
-                description=f"step output {path} is not in this process: a run with in_memory outputs must run "
+            raise OutputMissing(
+                f"step output {path} is not in this process: a run with in_memory outputs must run "
                 "every step in one process and cannot be re-executed from failure; re-execute it with ALL_STEPS"
             )
         return self.objects[path]
@@ -205,86 +195,3 @@ class MemoryOutputs(OutputStore):
 
     def delete_runs(self, run_ids: Iterable[str]) -> None:
         self.objects.clear()
-
-
-def output_store(instance: dg.DagsterInstance, bucket: ContactBucket) -> OutputStore:
-    """The shared store for this instance and bucket: S3 when the bucket is S3, else the instance's folder."""
-    if isinstance(bucket, S3Bucket):
-        return BucketOutputs(bucket)
-    return LocalOutputs(Path(instance.storage_directory()) / LOCAL_OUTPUTS_FOLDER)
-
-
-class _RunScopedIOManager(dg.IOManager):
-    def __init__(self, store: OutputStore) -> None:
-        self.store = store
-
-    @staticmethod
-    def _path(context: dg.OutputContext) -> str:
-        """``<run id>/<step key>/<output>[/<mapping key>]``: a dynamic output has one per mapping key."""
-        path = f"{context.run_id}/{context.step_key}/{context.name}"
-        return f"{path}/{context.mapping_key}" if context.mapping_key else path
-
-    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
-        self.store.write(self._path(context), obj)
-
-    def load_input(self, context: dg.InputContext) -> Any:
-        upstream = context.upstream_output
-        if upstream is None:
-            raise dg.Failure(description=f"input {context.name} has no upstream output to load")
-        return self.store.read(self._path(upstream))
-
-
-class ContactImportIOManager(dg.ConfigurableIOManagerFactory):
-    """Step outputs under the run's id: in memory for one-process runs, else on disk or in S3."""
-
-    bucket: ContactBucket
-    in_memory: bool = Field(
-        default=False,
-        description="Keep step outputs in the run's process instead of storing them. Only for runs whose steps "
-        "all execute in one process (execution config in_process: true); the sensor sets it for its packed runs.",
-    )
-
-    def create_io_manager(self, context: dg.InitResourceContext) -> dg.IOManager:
-        if self.in_memory:
-            return _RunScopedIOManager(MemoryOutputs())
-        instance = context.instance or dg.DagsterInstance.get()
-        return _RunScopedIOManager(output_store(instance, self.bucket))
-
-
-def expired_output_runs(
-    instance: dg.DagsterInstance, stored: dict[str, float], retention_seconds: float, now: float | None = None
-) -> list[str]:
-    """Runs whose outputs may go: their run family succeeded, the run is gone, or it ended
-    (or was last written) longer than ``retention_seconds`` ago."""
-    if not stored:
-        return []
-    now = time.time() if now is None else now
-    records = {r.dagster_run.run_id: r for r in instance.get_run_records(filters=dg.RunsFilter(run_ids=list(stored)))}
-    roots = {r.dagster_run.root_run_id or run_id for run_id, r in records.items()}
-    succeeded_roots = {
-        r.dagster_run.root_run_id or r.dagster_run.run_id
-        for r in instance.get_run_records(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.SUCCESS], run_ids=list(roots)))
-    }
-    for root in roots:
-        children = instance.get_run_records(
-            filters=dg.RunsFilter(tags={"dagster/root_run_id": root}, statuses=[dg.DagsterRunStatus.SUCCESS]), limit=1
-        )
-        if children:
-            succeeded_roots.add(root)
-    expired = []
-    for run_id, written in stored.items():
-        record = records.get(run_id)
-        if record is None:
-            if now - written > 3600:  # a run being created has no record for a moment
-                expired.append(run_id)
-            continue
-        root = record.dagster_run.root_run_id or run_id
-        ended = record.end_time or written
-        if root in succeeded_roots or (record.dagster_run.is_finished and now - ended > retention_seconds):
-            expired.append(run_id)
-    return expired
-
-
-def remove_run_outputs(instance: dg.DagsterInstance, bucket: ContactBucket, run_ids: Iterable[str]) -> None:
-    """Delete the outputs of these runs now (the CLI does so for its own successful runs)."""
-    output_store(instance, bucket).delete_runs(run_ids)

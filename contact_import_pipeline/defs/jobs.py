@@ -7,7 +7,7 @@ from typing import Any
 
 import dagster as dg
 
-from contact_import_pipeline.assets import GROUP, INSERT_STEP_TAG
+from contact_import_pipeline.defs.assets import GROUP, INSERT_STEP_TAG
 from contact_import_pipeline.settings import DEFAULT_CELERY_BROKER_URL, MAX_CONCURRENT_BATCHES
 from contact_import_pipeline.vocabulary import IMPORT_JOB_CELERY_NAME, IMPORT_JOB_NAME, RETRY_STRATEGY_TAG
 
@@ -15,7 +15,7 @@ from contact_import_pipeline.vocabulary import IMPORT_JOB_CELERY_NAME, IMPORT_JO
 # phonenumbers and the assets already loaded. Dagster would otherwise preload only the module that
 # holds the job's reconstructor (``bench.pipeline`` or a test module imports none of these).
 # ``definitions`` is left out: it reads the bucket settings from the environment when imported.
-FORKSERVER_PRELOAD = ("dagster._core.executor.multiprocess", "contact_import_pipeline.jobs", "contact_import_pipeline.resources")
+FORKSERVER_PRELOAD = ("contact_import_pipeline.defs.jobs", "contact_import_pipeline.defs.resources")
 
 # A run of one big file runs a process per step: forkserver starts a step in ~0.5 s instead of
 # ~1.1 s with spawn, and the tag limit keeps at most 5 insert batches of the run in flight (the

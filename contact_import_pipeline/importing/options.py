@@ -1,4 +1,4 @@
-"""Import options: the run config (a list of files, each with its options) and its validation.
+"""Import options: what a file's entry in a run says, and its validation.
 
 Precedence for one file, highest first: the file's entry in run config, the upload's own options
 (sidecar ``<name>.csv.json`` or S3 object metadata), then the defaults below. Everything is
@@ -13,15 +13,13 @@ import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-import dagster as dg
-from pydantic import Field
-
 from contact_import_pipeline.errors import OptionsError
-from contact_import_pipeline.keys import IMPORTS_FOLDER, UnsafeKeyError, parse_import_key
-from contact_import_pipeline.phones import is_valid_region, normalize_phone
+from contact_import_pipeline.storage.keys import IMPORTS_FOLDER, UnsafeKeyError, parse_import_key
+from contact_import_pipeline.mapping.phones import is_valid_region, normalize_phone
 from contact_import_pipeline.settings import DEFAULT_BATCH_SIZE, DEFAULT_REGION
 from contact_import_pipeline.vocabulary import Cleanup, OnDuplicate
 
@@ -34,74 +32,40 @@ MAX_BATCH_SIZE = 200_000
 UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._ ()+-]+")
 
 
-class FileImport(dg.Config):
-    """One file of a run and how to import it. Every option is optional; empty means the default."""
+class FileOptions(Protocol):
+    """What one file's entry in a run says (``defs.config.FileImport`` in run config); every
+    option may be empty, meaning the default."""
 
-    key: str = Field(
-        default="",
-        description="Bucket key of the upload, <workspace_id>/imports/<name>.csv: where it is read from (unless "
-        "source is set), and where its rejects file and archive go. May be left empty when source is a URL and "
-        "workspace_id is set; the key is then <workspace_id>/imports/<name in the URL>.",
-    )
-    version: str = Field(
-        default="", description="Version of the bucket object (ETag, or mtime-size of a local file); recorded only."
-    )
-    uploaded_at: float = Field(
-        default=0.0,
-        description="When the file was uploaded (Unix seconds). Dates the default import tag. Default: the run's start.",
-    )
-    workspace_id: str = Field(
-        default="",
-        description="Workspace the contacts belong to. It is the first folder of the key; if given here it must match.",
-    )
-    source: str = Field(
-        default="",
-        description="Where to read the CSV. Default: the key's object in the bucket. May be an http(s):// URL "
-        "(e.g. a signed storage URL).",
-    )
-    import_tag: str = Field(
-        default="",
-        description="Tag added to every imported contact. Default: import:<UTC upload time>Z, unique in the workspace.",
-    )
-    board_phone_number: str = Field(
-        default="",
-        description="Optional board phone number, normalized to E.164 and stored in metadata.board_phone_number.",
-    )
-    user_id: str = Field(default="", description="Optional id of the user who started the import (recorded only).")
-    default_region: str = Field(
-        default="",
-        description=f"Region (ISO 3166 alpha-2) for national phone numbers when a row has no country. Default: {DEFAULT_REGION}.",
-    )
-    column_mapping: dict[str, str] = Field(
-        default_factory=dict,
-        description="Explicit mapping from contact field (firstname, lastname, email, phone, country, full_name, "
-        "lead_source, market, product, lead_status, st_address, city, state, zip) to a header of the file. "
-        "Overrides the built-in header synonyms.",
-    )
-    on_duplicate: str = Field(
-        default="",
-        description="What to do with a phone that already exists in the workspace: 'skip' (default) or 'update' "
-        "(fill its empty fields and add the import tag; never overwrite a value).",
-    )
-    cleanup: str = Field(
-        default="",
-        description="What happens to the source file after a successful import: 'archive' (move to "
-        "<workspace_id>/imports/processed/), 'delete' or 'keep'. Default: $CONTACT_IMPORT_CLEANUP or 'archive'.",
-    )
+    key: str
+    version: str
+    uploaded_at: float
+    workspace_id: str
+    source: str
+    import_tag: str
+    board_phone_number: str
+    user_id: str
+    default_region: str
+    column_mapping: Mapping[str, str]
+    on_duplicate: str
+    cleanup: str
 
 
-class ImportRunConfig(dg.Config):
-    """The files one run imports, in upload order, and how large its insert batches are."""
+@dataclass(frozen=True)
+class FileSpec:
+    """A file's entry built outside Dagster (``contact-import trigger`` checks it before launching)."""
 
-    files: list[FileImport] = Field(
-        description="The imports of this run, in upload order: a later file's phone that an earlier file of the "
-        "same workspace imports counts as a duplicate of the workspace, as if the files ran one after another.",
-    )
-    batch_size: int = Field(
-        default=DEFAULT_BATCH_SIZE,
-        description=f"Contacts per insert batch; each batch is one transaction and one step. A batch may hold rows "
-        f"of several files. Default: {DEFAULT_BATCH_SIZE}.",
-    )
+    key: str = ""
+    version: str = ""
+    uploaded_at: float = 0.0
+    workspace_id: str = ""
+    source: str = ""
+    import_tag: str = ""
+    board_phone_number: str = ""
+    user_id: str = ""
+    default_region: str = ""
+    column_mapping: Mapping[str, str] = field(default_factory=dict)
+    on_duplicate: str = ""
+    cleanup: str = ""
 
 
 @dataclass(frozen=True)
@@ -129,11 +93,6 @@ class ResolvedOptions:
     def reads_bucket(self) -> bool:
         """True when the source is the key's own bucket object (the only one cleaned up)."""
         return not self.source
-
-
-def default_import_tag(moment: datetime) -> str:
-    """``import:<UTC ISO-8601 seconds>Z``, as in the reference design."""
-    return "import:" + moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def key_for_name(workspace_id: str, name: str) -> str:
@@ -167,7 +126,7 @@ def _check_printable(value: str, name: str) -> None:
         raise OptionsError(f"option {name} contains a control character")
 
 
-def file_key(config: FileImport) -> str:
+def file_key(config: FileOptions) -> str:
     """The import's bucket key: given, or derived from a URL source and the workspace."""
     key = _text(config.key, "key")
     if key:
@@ -184,7 +143,7 @@ def check_batch_size(batch_size: int) -> int:
     return batch_size
 
 
-def resolve_options(config: FileImport, upload_options: dict[str, Any], run_started: datetime) -> ResolvedOptions:
+def resolve_options(config: FileOptions, upload_options: dict[str, Any], run_started: datetime) -> ResolvedOptions:
     """Merge the file's run config over its upload options over defaults, and validate the result."""
     key = file_key(config)
     unknown = sorted(set(upload_options) - set(UPLOAD_OPTION_KEYS))

@@ -13,25 +13,19 @@ import os
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import dagster as dg
+import boto3
+from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
-from dagster_aws.s3 import S3Resource
-from pydantic import Field
 
 from contact_import_pipeline.errors import CsvFileError, ImportFileError, OptionsError
-from contact_import_pipeline.keys import OPTIONS_SUFFIX, check_safe_key, parse_import_key
+from contact_import_pipeline.storage.keys import OPTIONS_SUFFIX, check_safe_key, parse_import_key
 from contact_import_pipeline.settings import MAX_FILE_BYTES_ENV, MAX_OPTIONS_BYTES
 
-BUCKET_ENV = "CONTACT_BUCKET"
-BUCKET_DIR_ENV = "CONTACT_BUCKET_DIR"
 DEFAULT_BUCKET_DIR = ".contact_import/bucket"
-S3_BUCKET_ENV = "CONTACT_S3_BUCKET"
-S3_PREFIX_ENV = "CONTACT_S3_PREFIX"
-S3_ENDPOINT_ENV = "CONTACT_S3_ENDPOINT_URL"
 # Local writes go to a hidden temp file first; listings skip these names.
 TEMP_PREFIX = ".contact-import-tmp-"
 # boto3 retries a refused connection with backoff; 3 attempts keep a sensor tick against a dead
@@ -57,7 +51,7 @@ class MissingObjectError(ImportFileError):
     """The file is not in the bucket (deleted, or already archived by an earlier run)."""
 
 
-class ContactBucket(dg.ConfigurableResource, ABC):
+class ContactBucket(ABC):
     """Storage for uploads, options sidecars, rejects files and archived sources."""
 
     # Whether a half-written object can be listed: true for a folder (a copy in progress is a
@@ -163,13 +157,11 @@ def _local_version(stat: os.stat_result) -> str:
     return f"{stat.st_mtime_ns}-{stat.st_size}"
 
 
+@dataclass(frozen=True)
 class LocalFolderBucket(ContactBucket):
     """A folder standing in for the bucket: keys are paths below ``root``."""
 
-    root: str = Field(
-        default_factory=lambda: os.environ.get(BUCKET_DIR_ENV) or DEFAULT_BUCKET_DIR,
-        description=f"Folder holding <workspace_id>/imports/...; env {BUCKET_DIR_ENV}.",
-    )
+    root: str = DEFAULT_BUCKET_DIR
 
     def shows_partial_uploads(self) -> bool:
         return True
@@ -250,11 +242,12 @@ class LocalFolderBucket(ContactBucket):
         self._path(key).unlink(missing_ok=True)
 
 
+@dataclass(frozen=True)
 class S3Bucket(ContactBucket):
     """An S3 bucket, or any S3-compatible store (MinIO, Supabase Storage, moto) via endpoint_url."""
 
     bucket: str
-    prefix: str = Field(default="", description="Key prefix inside the bucket, if shared.")
+    prefix: str = ""  # key prefix inside the bucket, if shared
     endpoint_url: str | None = None
     region_name: str | None = None
     aws_access_key_id: str | None = None
@@ -384,28 +377,12 @@ def _s3_client(
 ) -> Any:
     """Building a client takes ~0.5 s (it loads the S3 service model), and Dagster builds the
     resource anew for every sensor tick and step, so clients are kept per process; they are
-    thread-safe."""
-    return S3Resource(
+    thread-safe. Unset credentials and region fall back to boto3's own lookup."""
+    return boto3.session.Session().client(
+        "s3",
         endpoint_url=endpoint_url,
         region_name=region_name,
         aws_access_key_id=aws_access_key_id,
         aws_secret_access_key=aws_secret_access_key,
-        max_attempts=S3_MAX_ATTEMPTS,
-    ).get_client()
-
-
-def bucket_from_env() -> ContactBucket:
-    """The bucket configured by the environment: S3 when CONTACT_BUCKET=s3, else a local folder."""
-    if os.environ.get(BUCKET_ENV, "").strip().lower() != "s3":
-        return LocalFolderBucket()
-    name = os.environ.get(S3_BUCKET_ENV, "").strip()
-    if not name:
-        raise OptionsError(f"{BUCKET_ENV}=s3 needs the bucket name in {S3_BUCKET_ENV}")
-    return S3Bucket(
-        bucket=name,
-        prefix=os.environ.get(S3_PREFIX_ENV, ""),
-        endpoint_url=os.environ.get(S3_ENDPOINT_ENV) or None,
-        region_name=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None,
-        aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID") or None,
-        aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY") or None,
+        config=Config(retries={"max_attempts": S3_MAX_ATTEMPTS, "mode": "standard"}),
     )

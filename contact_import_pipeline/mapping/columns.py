@@ -16,12 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from contact_import_pipeline.model import CONTACT_FIELDS
 from contact_import_pipeline.errors import ColumnMappingError
 
-CONTACT_FIELDS: tuple[str, ...] = (
-    "firstname", "lastname", "email", "lead_source", "market", "product",
-    "lead_status", "st_address", "city", "state", "zip",
-)
 OUTPUT_COLUMNS: tuple[str, ...] = CONTACT_FIELDS + ("phone_raw", "country_raw")
 MAPPABLE_FIELDS: tuple[str, ...] = CONTACT_FIELDS + ("phone", "country", "full_name")
 

@@ -17,8 +17,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from contact_import_pipeline.contacts_store import ContactsStore, contact_imports, import_batches, import_plans
-from contact_import_pipeline.options import default_import_tag
+from contact_import_pipeline.storage.contacts import ContactsStore
+
+from contact_import_pipeline.storage.schema import contact_imports, import_batches, import_plans
+from contact_import_pipeline.vocabulary import default_import_tag
 from contact_import_pipeline.vocabulary import ImportStatus
 
 # Default tags of one workspace are looked up in this window after the earliest new one; a chain

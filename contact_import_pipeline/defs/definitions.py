@@ -2,15 +2,14 @@
 
 import dagster as dg
 
-from contact_import_pipeline import jobs
-from contact_import_pipeline.assets import contacts, deduped_contacts, normalized_contacts, raw_csv
-from contact_import_pipeline.bucket import bucket_from_env
-from contact_import_pipeline.io_managers import ContactImportIOManager
-from contact_import_pipeline.resources import ContactsDatabase
-from contact_import_pipeline.sensors import import_failure_sensor, new_files_sensor, step_outputs_sweep
+from contact_import_pipeline.defs import jobs
+from contact_import_pipeline.defs.assets import contacts, deduped_contacts, normalized_contacts, raw_csv
+from contact_import_pipeline.defs.io_manager import ContactImportIOManager
+from contact_import_pipeline.defs.resources import BucketResource, ContactsDatabase
+from contact_import_pipeline.defs.sensors import import_failure_sensor, new_files_sensor, step_outputs_sweep
 from contact_import_pipeline.vocabulary import IMPORT_JOB_CELERY_NAME, IMPORT_JOB_NAME
 
-_bucket = bucket_from_env()
+_bucket = BucketResource()
 
 defs = dg.Definitions(
     assets=[raw_csv, normalized_contacts, deduped_contacts, contacts],
@@ -26,7 +25,7 @@ defs = dg.Definitions(
 
 def import_job() -> dg.JobDefinition:
     """The resolved import job, so that multiprocess runs outside a daemon can rebuild it:
-    ``dg.execute_job(dg.build_reconstructable_job("contact_import_pipeline.definitions", "import_job"), ...)``.
+    ``dg.execute_job(dg.build_reconstructable_job("contact_import_pipeline.defs.definitions", "import_job"), ...)``.
     """
     return defs.resolve_job_def(IMPORT_JOB_NAME)
 

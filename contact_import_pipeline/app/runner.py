@@ -14,16 +14,17 @@ from typing import Any
 import dagster as dg
 import sqlalchemy as sa
 
-from contact_import_pipeline import launch
-from contact_import_pipeline.bucket import bucket_from_env
-from contact_import_pipeline.contacts_store import ContactsStore, default_database_url
-from contact_import_pipeline.io_managers import remove_run_outputs
-from contact_import_pipeline.keys import UnsafeKeyError, parse_import_key
-from contact_import_pipeline.ledger import Ledger, LedgerEntry
-from contact_import_pipeline.options import key_for_source
-from contact_import_pipeline.progress import describe_step_failure
+from contact_import_pipeline.defs import launch
+from contact_import_pipeline.defs.resources import bucket_from_env
+from contact_import_pipeline.storage.contacts import ContactsStore
+from contact_import_pipeline.storage.schema import default_database_url
+from contact_import_pipeline.defs.io_manager import remove_run_outputs
+from contact_import_pipeline.storage.keys import UnsafeKeyError, parse_import_key
+from contact_import_pipeline.storage.ledger import Ledger, LedgerEntry
+from contact_import_pipeline.importing.options import key_for_source
+from contact_import_pipeline.defs.progress import describe_step_failure
 from contact_import_pipeline.settings import DEFAULT_SMALL_FILE_BYTES
-from contact_import_pipeline.sources import ALLOW_LOCAL_SOURCES_ENV
+from contact_import_pipeline.storage.sources import ALLOW_LOCAL_SOURCES_ENV
 from contact_import_pipeline.vocabulary import IMPORT_JOB_NAME, ImportStatus, Origin
 
 LOCAL_HOME = Path(".contact_import") / "dagster_home"
@@ -162,7 +163,7 @@ def _entry_after_failure(database_url: str, run_id: str) -> LedgerEntry | None:
 def _run_in_this_process(
     run_config: dict[str, Any], tags: dict[str, str], instance: dg.DagsterInstance
 ) -> tuple[str, bool, tuple[str, bool]]:
-    from contact_import_pipeline.definitions import defs
+    from contact_import_pipeline.defs.definitions import defs
 
     result = defs.resolve_job_def(IMPORT_JOB_NAME).execute_in_process(
         run_config=run_config, instance=instance, tags=tags, raise_on_error=False
@@ -173,7 +174,7 @@ def _run_in_this_process(
 def _run_in_step_processes(
     run_config: dict[str, Any], tags: dict[str, str], instance: dg.DagsterInstance
 ) -> tuple[str, bool, tuple[str, bool]]:
-    job = dg.build_reconstructable_job("contact_import_pipeline.definitions", IMPORT_JOB_NAME)
+    job = dg.build_reconstructable_job("contact_import_pipeline.defs.definitions", IMPORT_JOB_NAME)
     with dg.execute_job(job, instance=instance, run_config=run_config, tags=tags) as result:
         return result.run_id, result.success, _failure(result)
 

@@ -16,22 +16,15 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from contact_import_pipeline.bucket import BucketError
-from contact_import_pipeline.contacts_store import ContactsStore, default_database_url
-from contact_import_pipeline.dagster_api import (
-    DagsterApi,
-    DagsterApiError,
-    DagsterConfigInvalid,
-    DagsterUnreachable,
-    RunNotFound,
-    RunState,
-    dagster_url_from_env,
-    trigger_import,
-)
+from contact_import_pipeline.storage.bucket import BucketError
+from contact_import_pipeline.storage.contacts import ContactsStore
+from contact_import_pipeline.storage.schema import default_database_url
+from contact_import_pipeline.app.graphql import DagsterApi, DagsterApiError, DagsterConfigInvalid, DagsterUnreachable, RunNotFound, RunState, dagster_url_from_env
+from contact_import_pipeline.app.trigger import trigger_import
 from contact_import_pipeline.errors import ImportFileError, OptionsError
-from contact_import_pipeline.keys import validate_workspace_id
-from contact_import_pipeline.ledger import Ledger, LedgerEntry
-from contact_import_pipeline.runner import LOCAL_HOME, ImportFailed, ImportRequest, run_import
+from contact_import_pipeline.storage.keys import validate_workspace_id
+from contact_import_pipeline.storage.ledger import Ledger, LedgerEntry
+from contact_import_pipeline.app.runner import LOCAL_HOME, ImportFailed, ImportRequest, run_import
 from contact_import_pipeline.settings import STATUS_POLL_SECONDS, STATUS_RECONNECT_SECONDS
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2

@@ -26,13 +26,14 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 import sqlalchemy as sa
 
-from contact_import_pipeline import launch, progress
-from contact_import_pipeline.bucket import BucketObject, ContactBucket
-from contact_import_pipeline.io_managers import expired_output_runs, output_store
-from contact_import_pipeline.jobs import celery_job, import_job
-from contact_import_pipeline.keys import IMPORTS_FOLDER, PROCESSED_FOLDER, REJECTS_FOLDER, UnsafeKeyError, parse_import_key
-from contact_import_pipeline.ledger import Ledger
-from contact_import_pipeline.resources import ContactsDatabase
+from contact_import_pipeline.defs import launch
+from contact_import_pipeline.defs import progress
+from contact_import_pipeline.storage.bucket import BucketObject
+from contact_import_pipeline.defs.io_manager import expired_output_runs, output_store
+from contact_import_pipeline.defs.jobs import celery_job, import_job
+from contact_import_pipeline.storage.keys import IMPORTS_FOLDER, PROCESSED_FOLDER, REJECTS_FOLDER, UnsafeKeyError, parse_import_key
+from contact_import_pipeline.storage.ledger import Ledger
+from contact_import_pipeline.defs.resources import BucketResource, ContactsDatabase
 from contact_import_pipeline.settings import OUTPUT_SWEEP_SECONDS, SensorSettings, output_retention_seconds
 from contact_import_pipeline.vocabulary import (
     IMPORT_JOB_NAME,
@@ -197,14 +198,15 @@ def run_request(files: list[BucketObject], settings: SensorSettings) -> dg.RunRe
     minimum_interval_seconds=max(1, SensorSettings.from_env().interval_seconds - 1),
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
-def new_files_sensor(context: dg.SensorEvaluationContext, bucket: ContactBucket) -> dg.SensorResult:
+def new_files_sensor(context: dg.SensorEvaluationContext, bucket: BucketResource) -> dg.SensorResult:
     """Request runs for new or changed ``<workspace>/imports/<name>.csv`` files, packed by size.
 
     A failed listing raises, so the tick fails visibly and the cursor stays where it was: files
     uploaded during an outage are picked up by the first tick that can list again.
     """
     settings = SensorSettings.from_env()
-    objects = list(bucket.list_objects())  # whole listing first: a failure leaves no partial tick
+    uploads = bucket.open()
+    objects = list(uploads.list_objects())  # whole listing first: a failure leaves no partial tick
     previous = FileCursor.parse(context.cursor)
     now = time.time()
     since = (
@@ -228,7 +230,7 @@ def new_files_sensor(context: dg.SensorEvaluationContext, bucket: ContactBucket)
             continue
         if previous.requested.get(obj.key) == obj.version or (obj.key, obj.version) in launched:
             cursor.requested[obj.key] = obj.version
-        elif not bucket.shows_partial_uploads() or _is_settled(obj, previous, now, settings.settle_seconds):
+        elif not uploads.shows_partial_uploads() or _is_settled(obj, previous, now, settings.settle_seconds):
             ready.append(obj)
         else:
             cursor.pending[obj.key] = obj.version
@@ -287,10 +289,10 @@ def import_failure_sensor(context: dg.RunFailureSensorContext, contacts_db: Cont
 
 
 @dg.sensor(minimum_interval_seconds=OUTPUT_SWEEP_SECONDS, default_status=dg.DefaultSensorStatus.RUNNING)
-def step_outputs_sweep(context: dg.SensorEvaluationContext, bucket: ContactBucket) -> dg.SkipReason:
+def step_outputs_sweep(context: dg.SensorEvaluationContext, bucket: BucketResource) -> dg.SkipReason:
     """Delete step outputs of runs that succeeded (or whose re-execution did), and of failed runs
     older than the retention time: they hold the imported files' personal data."""
-    store = output_store(context.instance, bucket)
+    store = output_store(context.instance, bucket.open())
     expired = expired_output_runs(context.instance, store.runs(), output_retention_seconds())
     store.delete_runs(expired)
     return dg.SkipReason(f"deleted the step outputs of {len(expired)} runs")

@@ -13,29 +13,16 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from contact_import_pipeline.model import Reject
+from contact_import_pipeline.vocabulary import SKIP_REASONS
+
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 FORMULA_PATTERN = r"^[=+\-@\t\r]"
 EXTRA_COLUMNS = ("row", "reason", "detail")
-SKIP_REASONS = ("duplicate_in_file", "duplicate_existing")
-
-
-@dataclass(frozen=True)
-class Reject:
-    """A row that was not imported: failed (bad data) or skipped (duplicate), with its raw values."""
-
-    row: int
-    reason: str
-    detail: str
-    values: list[str]
-
-    @property
-    def skipped(self) -> bool:
-        return self.reason in SKIP_REASONS
 
 
 def _value_column(i: int) -> str:

@@ -5,28 +5,26 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from contact_import_pipeline.bucket import ContactBucket
+from contact_import_pipeline.storage.bucket import ContactBucket
 from contact_import_pipeline.errors import CsvFileError, OptionsError
-from contact_import_pipeline.keys import parse_import_key
-from contact_import_pipeline.options import ResolvedOptions
+from contact_import_pipeline.storage.keys import parse_import_key
 from contact_import_pipeline.settings import URL_TIMEOUT_SECONDS
-from contact_import_pipeline.url_source import allow_private_urls_from_env, fetch_url
+from contact_import_pipeline.storage.url_source import allow_private_urls_from_env, fetch_url
 
 # Set only by the in-process CLI: a run launched over GraphQL must never read the server's files.
 ALLOW_LOCAL_SOURCES_ENV = "CONTACT_IMPORT_ALLOW_LOCAL_SOURCES"
 
 
-def source_name(options: ResolvedOptions) -> str:
-    """The name used for the file in messages (a URL without its query, which may hold secrets)."""
-    source = options.source
+def source_name(source: str, key: str) -> str:
+    """The name used for a file in messages: its URL without the query (which may hold secrets),
+    its local file name, or its bucket key."""
     if source.startswith(("http://", "https://")):
         return source.split("?", 1)[0]
-    return Path(source).name if source else options.key
+    return Path(source).name if source else key
 
 
-def read_source(options: ResolvedOptions, bucket: ContactBucket, max_bytes: int) -> bytes:
-    """The file's bytes, from its URL, its local path (CLI only) or its bucket object."""
-    source = options.source
+def read_source(source: str, key: str, bucket: ContactBucket, max_bytes: int) -> bytes:
+    """The file's bytes, from its URL, its local path (CLI only) or, without a source, its bucket object."""
     if source.startswith(("http://", "https://")):
         return fetch_url(
             source, max_bytes=max_bytes, timeout=URL_TIMEOUT_SECONDS, allow_private=allow_private_urls_from_env()
@@ -37,7 +35,7 @@ def read_source(options: ResolvedOptions, bucket: ContactBucket, max_bytes: int)
         if os.environ.get(ALLOW_LOCAL_SOURCES_ENV) != "1":
             raise OptionsError("local file sources are only accepted by `contact-import import`")
         return _read_local(Path(source), max_bytes)
-    return _read_bucket(options.key, bucket, max_bytes)
+    return _read_bucket(key, bucket, max_bytes)
 
 
 def _read_local(path: Path, max_bytes: int) -> bytes:

@@ -10,13 +10,16 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
-from contact_import_pipeline import imports, progress, stages
-from contact_import_pipeline.bucket import ContactBucket
-from contact_import_pipeline.contacts_store import ContactsStore, ImportProgress
+from contact_import_pipeline.importing import lifecycle as imports
+from contact_import_pipeline.defs import progress
+from contact_import_pipeline.importing import stages
+from contact_import_pipeline.storage.contacts import ContactsStore
+from contact_import_pipeline.model import ImportProgress
 from contact_import_pipeline.errors import ImportFileError, OptionsError
-from contact_import_pipeline.ledger import Ledger, LedgerEntry, PlannedImport
-from contact_import_pipeline.options import ImportRunConfig, check_batch_size
-from contact_import_pipeline.resources import ContactsDatabase
+from contact_import_pipeline.storage.ledger import Ledger, LedgerEntry, PlannedImport
+from contact_import_pipeline.defs.config import ImportRunConfig
+from contact_import_pipeline.importing.options import check_batch_size
+from contact_import_pipeline.defs.resources import BucketResource, ContactsDatabase
 from contact_import_pipeline.settings import CONTACTS_DB_POOL, FIRST_ERRORS, Limits, RunRetrySettings
 from contact_import_pipeline.vocabulary import (
     FILES_TAG,
@@ -88,7 +91,7 @@ def _ledger(contacts_db: ContactsDatabase) -> tuple[ContactsStore, Ledger]:
 
 @dg.asset(group_name=GROUP, kinds={"csv"})
 def raw_csv(
-    context: dg.AssetExecutionContext, config: ImportRunConfig, bucket: ContactBucket, contacts_db: ContactsDatabase
+    context: dg.AssetExecutionContext, config: ImportRunConfig, bucket: BucketResource, contacts_db: ContactsDatabase
 ) -> dg.Output:
     """The run's uploaded CSV files, each decoded (encoding and delimiter detected) into rows of text."""
     # A retry or re-execution starts with its parent's tags: start its progress afresh.
@@ -110,7 +113,7 @@ def raw_csv(
         root_run_id=_root(context),
         run_started=_run_started(context),
         origin=_origin(dict(context.run.tags)),
-        bucket=bucket,
+        bucket=bucket.open(),
         ledger=ledger,
         limits=Limits.from_env(),
     )
@@ -303,7 +306,7 @@ def summarize(
     deduped: stages.RunStage,
     results: list[stages.BatchResult],
     contacts_db: ContactsDatabase,
-    bucket: ContactBucket,
+    bucket: BucketResource,
 ) -> dg.Output:
     """Apply the later-phase updates, total each import from what the database recorded, write its
     rejects file, clean up its source and record its outcome in the ledger."""
@@ -322,11 +325,12 @@ def summarize(
             broken.append(str(exc))
     if broken:  # nothing completes: a re-execution plans every import of the run again, same batches
         return _fail(context, _run_value(_entries(ledger, deduped), count=len(results)), "; ".join(broken), retry=True)
-    ledger.complete(imports.in_threads(lambda pair: imports.result_of(*pair, bucket), summaries))
+    uploads = bucket.open()
+    ledger.complete(imports.in_threads(lambda pair: imports.result_of(*pair, uploads), summaries))
     entries = _entries(ledger, deduped)
     options = {item.import_id: item.options for item in deduped.imports if item.options is not None}
     pending = [(e.import_id, options[e.import_id]) for e in entries if e.status == ImportStatus.COMPLETED and e.cleanup is None and e.import_id in options]
-    imports.clean_up_completed(pending, bucket, ledger, context.log.warning)
+    imports.clean_up_completed(pending, uploads, ledger, context.log.warning)
     entries = _entries(ledger, deduped)
     value = _run_value(entries, count=len(results))
     if entries and all(e.status == ImportStatus.FAILED for e in entries):

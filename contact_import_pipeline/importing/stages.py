@@ -19,12 +19,15 @@ import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
 
-from contact_import_pipeline.columns import CONTACT_FIELDS, ColumnPlan, apply_plan, plan_columns
-from contact_import_pipeline.contacts_store import BATCH_COLUMNS, BatchImport, BatchOutcome
-from contact_import_pipeline.csv_reading import CsvTable, text_column
-from contact_import_pipeline.options import ResolvedOptions
-from contact_import_pipeline.phones import normalize_phone_column
-from contact_import_pipeline.rejects import Reject, RejectTable
+from contact_import_pipeline.mapping.columns import ColumnPlan, apply_plan, plan_columns
+
+from contact_import_pipeline.model import CONTACT_FIELDS
+from contact_import_pipeline.model import BATCH_COLUMNS, BatchImport, BatchOutcome
+from contact_import_pipeline.reading.csv_file import CsvTable, text_column
+from contact_import_pipeline.importing.options import ResolvedOptions
+from contact_import_pipeline.mapping.phones import normalize_phone_column
+from contact_import_pipeline.importing.rejects import RejectTable
+from contact_import_pipeline.model import Reject
 from contact_import_pipeline.settings import FIRST_ERRORS
 from contact_import_pipeline.vocabulary import ImportStatus, OnDuplicate, Reason
 
@@ -195,9 +198,7 @@ def normalize(raw: RawImport) -> NormalizedImport:
     mapped = apply_plan(table.frame, plan)
     mapped["phone_number"], reasons = _phones(mapped, options.default_region)
     mapped["row"] = table.rows
-    rejects = [RejectTable.from_rejects(
-        Reject(row=r.row, reason=r.reason, detail=r.detail, values=list(r.values)) for r in table.rejects
-    )]
+    rejects = [RejectTable.from_rejects(table.rejects)]
     for reason in (Reason.MISSING_PHONE, Reason.INVALID_PHONE):
         positions = np.flatnonzero(reasons == reason)
         detail = (

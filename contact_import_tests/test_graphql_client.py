@@ -8,15 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from contact_import_pipeline.bucket import BucketObject, LocalFolderBucket, MissingObjectError
-from contact_import_pipeline.dagster_api import (
-    DagsterApi,
-    DagsterConfigInvalid,
-    DagsterServerError,
-    DagsterUnreachable,
-    RunNotFound,
-    trigger_import,
-)
+from contact_import_pipeline.storage.bucket import BucketObject, LocalFolderBucket, MissingObjectError
+from contact_import_pipeline.app.graphql import DagsterApi, DagsterConfigInvalid, DagsterServerError, DagsterUnreachable, RunNotFound
+from contact_import_pipeline.app.trigger import trigger_import
 from contact_import_pipeline.errors import ImportFileError, OptionsError
 from contact_import_tests.servers import FakeDagster, free_port
 

@@ -16,16 +16,16 @@ from dataclasses import dataclass, replace
 from typing import TypeVar
 from datetime import datetime
 
-from contact_import_pipeline.bucket import ContactBucket
-from contact_import_pipeline.csv_reading import read_csv_loaded
+from contact_import_pipeline.storage.bucket import ContactBucket
+from contact_import_pipeline.reading.csv_file import read_csv_loaded
 from contact_import_pipeline.errors import ImportFileError, OptionsError
-from contact_import_pipeline.keys import UnsafeKeyError, parse_import_key
-from contact_import_pipeline.ledger import ImportClaim, ImportResult, Ledger
-from contact_import_pipeline.options import FileImport, ResolvedOptions, file_key, resolve_options
-from contact_import_pipeline.rejects import rejects_csv
+from contact_import_pipeline.storage.keys import UnsafeKeyError, parse_import_key
+from contact_import_pipeline.storage.ledger import ImportClaim, ImportResult, Ledger
+from contact_import_pipeline.importing.options import FileOptions, ResolvedOptions, file_key, resolve_options
+from contact_import_pipeline.importing.rejects import rejects_csv
 from contact_import_pipeline.settings import IO_THREADS, Limits
-from contact_import_pipeline.sources import read_source, source_name
-from contact_import_pipeline.stages import DedupedImport, RawImport, SettledImport, Summary
+from contact_import_pipeline.storage.sources import read_source, source_name
+from contact_import_pipeline.importing.stages import DedupedImport, RawImport, SettledImport, Summary
 from contact_import_pipeline.vocabulary import Cleanup, ImportStatus
 
 
@@ -58,7 +58,7 @@ def in_threads(work: Callable[[T], R], items: Sequence[T]) -> list[R]:
         return list(pool.map(work, items))
 
 
-def _identify(files: Sequence[FileImport], root_run_id: str) -> list[_Opened]:
+def _identify(files: Sequence[FileOptions], root_run_id: str) -> list[_Opened]:
     """Each file's key and import id; a file without a usable key, or listed twice, fails here."""
     seen: set[str] = set()
     out = []
@@ -77,7 +77,7 @@ def _identify(files: Sequence[FileImport], root_run_id: str) -> list[_Opened]:
     return out
 
 
-def _resolve(item: _Opened, config: FileImport, bucket: ContactBucket, run_started: datetime) -> _Opened:
+def _resolve(item: _Opened, config: FileOptions, bucket: ContactBucket, run_started: datetime) -> _Opened:
     """Read the upload's own options and resolve the file's options; a user error becomes its failure."""
     if item.error is not None:
         return item
@@ -103,7 +103,7 @@ def _workspace_of(key: str) -> str:
 
 
 def open_imports(
-    files: Sequence[FileImport],
+    files: Sequence[FileOptions],
     *,
     run_id: str,
     root_run_id: str,
@@ -123,7 +123,7 @@ def open_imports(
             key=o.key,
             version=o.options.version if o.options else files[o.position].version,
             workspace_id=o.options.workspace_id if o.options else _workspace_of(o.key),
-            source=source_name(o.options) if o.options else o.key,
+            source=source_name(o.options.source, o.key) if o.options else o.key,
             import_tag=o.options.import_tag if o.options else "",
             tag_time=o.options.tag_time if o.options else run_started,
             origin=origin,
@@ -149,7 +149,7 @@ def open_imports(
             to_read.append((item, replace(item.options, import_tag=entry.import_tag)))
     if len(to_read) == 1:  # one (possibly large) file: its bytes are dropped as soon as they are decoded
         item, options = to_read[0]
-        loads = [lambda: read_source(options, bucket, limits.max_file_bytes)]
+        loads = [lambda: read_source(options.source, options.key, bucket, limits.max_file_bytes)]
     else:
         fetched = in_threads(lambda pair: _fetch(pair[1], bucket, limits), to_read)
         loads = [lambda data=data: _bytes_or_raise(data) for data in fetched]
@@ -168,7 +168,7 @@ class ImportInterrupted(RuntimeError):
 def _fetch(options: ResolvedOptions, bucket: ContactBucket, limits: Limits) -> bytes | Exception:
     """A file's bytes, or the user error that stopped them (raised again where the file is read)."""
     try:
-        return read_source(options, bucket, limits.max_file_bytes)
+        return read_source(options.source, options.key, bucket, limits.max_file_bytes)
     except (ImportFileError, OptionsError) as exc:
         return exc
 
@@ -183,7 +183,7 @@ def _read(
     item: _Opened, options: ResolvedOptions, load: Callable[[], bytes], ledger: Ledger, limits: Limits, interrupt: bool
 ) -> RawImport | SettledImport:
     started = time.perf_counter()
-    name = source_name(options)
+    name = source_name(options.source, options.key)
     try:
         table = read_csv_loaded(load, name, limits)
     except (ImportFileError, OptionsError) as exc:

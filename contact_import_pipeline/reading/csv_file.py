@@ -18,7 +18,7 @@ Policy, in the order it is applied:
 * **Delimiter.** `,` `;` TAB `|` counted outside quotes on the header line; most wins, ties go
   in that order, none → `,` (single-column file).
 * **Rows.** Parsed by the stdlib `csv` module (non-strict). Blank lines are skipped but still
-  count for line numbers. A row is rejected (`RowReject`), never fixed, when it has a NUL
+  count for line numbers. A row is rejected (`Reject`), never fixed, when it has a NUL
   (`nul_character`), a field over `max_field_chars` (`field_too_long`) or a field count other
   than the header's (`wrong_field_count`). Exception: extra fields that are all exactly empty
   are dropped and the row kept, because Excel pads rows that way.
@@ -41,8 +41,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from .errors import CsvFileError
-from .settings import Limits
+from contact_import_pipeline.errors import CsvFileError
+from contact_import_pipeline.model import Reject
+from contact_import_pipeline.vocabulary import Reason
+from contact_import_pipeline.settings import Limits
 
 # Candidate delimiters, in tie-break order (comma is the CSV default and the single-column answer).
 DELIMITERS = (",", ";", "\t", "|")
@@ -103,16 +105,6 @@ _CP1252_ERRORS = "contact_import_cp1252_latin1"
 codecs.register_error(_CP1252_ERRORS, _latin1_fallback)
 
 
-@dataclass(frozen=True)
-class RowReject:
-    """One source record that cannot be imported, with the line it starts on."""
-
-    row: int
-    reason: str
-    detail: str
-    values: list[str]
-
-
 @dataclass
 class CsvTable:
     """A decoded file: header, good rows as text columns, and the rows that were rejected."""
@@ -121,7 +113,7 @@ class CsvTable:
     header: list[str]
     frame: pd.DataFrame
     rows: np.ndarray
-    rejects: list[RowReject]
+    rejects: list[Reject]
     encoding: str
     delimiter: str
 
@@ -316,18 +308,18 @@ def _problem(record: list[str], width: int, limits: Limits) -> tuple[list[str], 
     """
     for index, value in enumerate(record):
         if "\x00" in value:
-            return record, "nul_character", f"field {index + 1} contains a NUL character (byte 0)"
+            return record, Reason.NUL_CHARACTER.value, f"field {index + 1} contains a NUL character (byte 0)"
     for index, value in enumerate(record):
         if len(value) > limits.max_field_chars:
             return (
                 record,
-                "field_too_long",
+                Reason.FIELD_TOO_LONG.value,
                 f"field {index + 1} has {len(value):,} characters, over the {limits.max_field_chars:,} limit",
             )
     if len(record) > width and not any(record[width:]):
         record = record[:width]
     if len(record) != width:
-        return record, "wrong_field_count", f"expected {width} fields, found {len(record)}"
+        return record, Reason.WRONG_FIELD_COUNT.value, f"expected {width} fields, found {len(record)}"
     return record, "", ""
 
 
@@ -348,18 +340,18 @@ def _parse(records: _Records, source: str, encoding: str, delimiter: str, limits
     chunk: list[list[str]] = []
     columns: list[list[pa.Array]] = [[] for _ in range(width)]
     row_numbers = array("q")
-    rejects: list[RowReject] = []
+    rejects: list[Reject] = []
     for record in records:
         multi_line = records.line != records.first
         if len(record) != width or multi_line or (suspicious and records.first in suspicious):
             if _is_blank(record):
                 continue
             record, reason, detail = _problem(record, width, limits)
-            if multi_line and reason != "nul_character" and _runaway(reason, records):
+            if multi_line and reason != Reason.NUL_CHARACTER.value and _runaway(reason, records):
                 rejects.append(_runaway_reject(reason, detail, records, limits))
                 continue
             if reason:
-                rejects.append(RowReject(records.first, reason, detail, record[: limits.max_columns + 1]))
+                rejects.append(Reject(records.first, reason, detail, record[: limits.max_columns + 1]))
                 continue
         chunk.append(record)
         row_numbers.append(records.first)
@@ -398,10 +390,10 @@ def _checked_header(record: list[str], records: _Records, source: str, limits: L
 
 def _runaway(reason: str, records: _Records) -> bool:
     """Whether a multi-line record is a quote left open rather than a real multi-line field."""
-    return reason == "field_too_long" or not records.well_quoted()
+    return reason == Reason.FIELD_TOO_LONG.value or not records.well_quoted()
 
 
-def _runaway_reject(reason: str, detail: str, records: _Records, limits: Limits) -> RowReject:
+def _runaway_reject(reason: str, detail: str, records: _Records, limits: Limits) -> Reject:
     """Reject only the first line of a runaway-quote record; the lines it swallowed are read again."""
     first, last = records.first, records.line
     record = records.first_line_only()
@@ -414,7 +406,7 @@ def _runaway_reject(reason: str, detail: str, records: _Records, limits: Limits)
         )
         if part
     )
-    return RowReject(first, reason or "wrong_field_count", detail, record[: limits.max_columns + 1])
+    return Reject(first, reason or Reason.WRONG_FIELD_COUNT.value, detail, record[: limits.max_columns + 1])
 
 
 def _flush(chunk: list[list[str]], columns: list[list[pa.Array]]) -> None:

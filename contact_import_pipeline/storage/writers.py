@@ -1,0 +1,218 @@
+"""How a batch reaches the contacts table, per dialect, in (workspace, phone) order.
+
+PostgreSQL: the batch is COPied straight into ``contacts``; when a phone collides (another import
+added it meanwhile) a savepoint rolls that back and the batch goes through a temporary stage and
+one ordered ``INSERT … ON CONFLICT`` that reports the rows that did not land. SQLite: one
+transaction holding the write lock looks up the existing phones and inserts the rest.
+With ``update`` an existing contact is merged instead of skipped: its empty fields are filled from
+the row, a non-empty value is never overwritten, and the import tag is appended.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+import sqlalchemy as sa
+
+from contact_import_pipeline.model import BATCH_COLUMNS, CONTACT_FIELDS, BatchImport
+from contact_import_pipeline.storage.schema import contacts
+
+# PostgreSQL accepts 65,535 bind parameters per statement and SQLite 32,766; lookups stay below both.
+LOOKUP_CHUNK = 10_000
+
+# A row the insert did not add: (import position, line number, True=merged / None=skipped).
+NotInserted = tuple[int, int, bool | None]
+
+_STAGE_COLUMNS = ", ".join(BATCH_COLUMNS)
+# A batch COPied straight into contacts: its columns, then the three each row takes from its import.
+_DIRECT_COLUMNS = ", ".join([*BATCH_COLUMNS, "workspace_id", "tags", "metadata"])
+_STAGE_TABLE = "contact_import_batch_stage"
+
+
+# Merge of an existing contact: fill a field only where it is NULL or '' and the row has a value.
+_PG_FILL = ", ".join(
+    f"{c} = CASE WHEN (contacts.{c} IS NULL OR contacts.{c} = '') AND EXCLUDED.{c} <> '' "
+    f"THEN EXCLUDED.{c} ELSE contacts.{c} END"
+    for c in CONTACT_FIELDS
+)
+_PG_ON_CONFLICT = {
+    False: "DO NOTHING RETURNING workspace_id, phone_number, true AS inserted",
+    True: (
+        f"DO UPDATE SET {_PG_FILL}, "
+        "tags = CASE WHEN COALESCE(contacts.tags, '[]'::jsonb) @> EXCLUDED.tags THEN contacts.tags "
+        "ELSE COALESCE(contacts.tags, '[]'::jsonb) || EXCLUDED.tags END, "
+        "updated_at = now() "
+        "RETURNING workspace_id, phone_number, (xmax = 0) AS inserted"
+    ),
+}
+
+
+def _arrow_batch(imports: Sequence[BatchImport], batch: pd.DataFrame) -> pa.Table:
+    """The batch as Arrow, each row with its import's workspace, tags and metadata (taken in C)."""
+    table = pa.Table.from_pandas(batch[[*BATCH_COLUMNS, "row", "import"]], preserve_index=False)
+    position = table["import"]
+    per_import = {
+        "workspace_id": [share.workspace_id for share in imports],
+        "tags": [json.dumps([share.import_tag]) for share in imports],
+        "metadata": [json.dumps(share.metadata) for share in imports],
+    }
+    for name, values in per_import.items():
+        table = table.append_column(name, pc.take(pa.array(values, type=pa.string()), position))
+    return table
+
+
+def pg_insert(conn: sa.Connection, imports: Sequence[BatchImport], batch: pd.DataFrame, update: bool) -> list[NotInserted]:
+    """Insert (or merge) the batch in (workspace, phone) order; returns the rows not inserted.
+
+    Usually the batch is COPied straight into contacts: dedupe has already set aside the phones
+    the workspaces had, so only another import adding one meanwhile can collide. Then (and for
+    ``update``) the batch goes through a temporary stage and ``INSERT … ON CONFLICT``.
+    Either way rows go in sorted by (workspace, phone), the order of the unique index, so two
+    batches take index locks in the same order and cannot deadlock.
+    """
+    # The unique index's order; one workspace (every big file's batches) needs only the phone.
+    keys = [("phone_number", "ascending")]
+    if len({share.workspace_id for share in imports}) > 1:
+        keys.insert(0, ("workspace_id", "ascending"))
+    table = _arrow_batch(imports, batch).sort_by(keys)
+    dbapi = conn.connection.driver_connection
+    with dbapi.cursor() as cur:
+        if not update and _copy_straight_in(cur, table):
+            return []
+        return _insert_via_stage(cur, table, update)
+
+
+def _copy_straight_in(cur: Any, table: pa.Table) -> bool:
+    """COPY the sorted batch into contacts; False, with nothing written, if a phone is already
+    there. ~35% cheaper than the staged insert."""
+    data = _csv_bytes(table.select([*BATCH_COLUMNS, "workspace_id", "tags", "metadata"]))
+    cur.execute("SAVEPOINT contact_import_copy")
+    try:
+        with cur.copy(f"COPY contacts ({_DIRECT_COLUMNS}) FROM STDIN (FORMAT csv)") as copy:
+            copy.write(data)
+    except psycopg.errors.UniqueViolation:
+        cur.execute("ROLLBACK TO SAVEPOINT contact_import_copy")
+        return False
+    cur.execute("RELEASE SAVEPOINT contact_import_copy")
+    return True
+
+
+def _insert_via_stage(cur: Any, table: pa.Table, update: bool) -> list[NotInserted]:
+    """COPY the batch into a temporary stage, then insert (or merge) it with ON CONFLICT.
+
+    The unique index plus ON CONFLICT turns late duplicates into skips, or into merges when
+    ``update``; ``xmax = 0`` tells a freshly inserted row from a merged one. The database
+    compares the stage with what landed, so only rows that were not inserted come back.
+    """
+    cur.execute(
+        f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE_TABLE} "
+        f"({', '.join(c + ' text' for c in BATCH_COLUMNS)}, workspace_id text, tags text, metadata text, "
+        "import_position integer, row_number bigint) ON COMMIT DELETE ROWS"
+    )
+    staged = table.select([*BATCH_COLUMNS, "workspace_id", "tags", "metadata", "import", "row"])
+    with cur.copy(
+        f"COPY {_STAGE_TABLE} ({_STAGE_COLUMNS}, workspace_id, tags, metadata, import_position, row_number) "
+        "FROM STDIN (FORMAT csv)"
+    ) as copy:
+        copy.write(_csv_bytes(staged))
+    cur.execute(
+        f"WITH landed AS (INSERT INTO contacts (workspace_id, {_STAGE_COLUMNS}, tags, metadata) "
+        f"SELECT workspace_id, {_STAGE_COLUMNS}, tags::jsonb, metadata::jsonb FROM {_STAGE_TABLE} "
+        "ORDER BY workspace_id, phone_number "
+        f"ON CONFLICT (workspace_id, phone_number) {_PG_ON_CONFLICT[update]}) "
+        f"SELECT stage.import_position, stage.row_number, landed.inserted FROM {_STAGE_TABLE} AS stage "
+        "LEFT JOIN landed USING (workspace_id, phone_number) WHERE landed.inserted IS NOT TRUE"
+    )
+    return [(position, row, None if inserted is None else True) for position, row, inserted in cur.fetchall()]
+
+
+def _csv_bytes(table: pa.Table) -> memoryview:
+    """The table as COPY CSV written by Arrow (C speed, no Python row tuples).
+
+    Every value is quoted, so '' stays an empty string, a missing value becomes NULL, and a line
+    of a multi-line value that reads ``\\.`` is data, not COPY's end-of-data marker.
+    """
+    sink = io.BytesIO()
+    pa_csv.write_csv(table, sink, pa_csv.WriteOptions(include_header=False, quoting_style="all_valid"))
+    return sink.getbuffer()
+
+
+def sqlite_insert(conn: sa.Connection, imports: Sequence[BatchImport], batch: pd.DataFrame, update: bool) -> list[NotInserted]:
+    """Insert new phones in (workspace, phone) order and, when ``update``, merge the existing ones.
+
+    The transaction holds SQLite's write lock (BEGIN IMMEDIATE), so the lookups cannot go stale.
+    Returns the rows not inserted: merged (``update``) or skipped because their phone exists.
+    """
+    frame = batch[[*BATCH_COLUMNS, "row", "import"]]
+    not_inserted: list[NotInserted] = []
+    new_rows: list[dict[str, Any]] = []
+    merged: list[dict[str, Any]] = []
+    for position, rows in frame.groupby("import", sort=True):
+        share = imports[int(position)]
+        records = list(rows[list(BATCH_COLUMNS)].itertuples(index=False, name=None))
+        phone_at = BATCH_COLUMNS.index("phone_number")
+        existing: set[str] = set()
+        phones = [record[phone_at] for record in records]
+        for start in range(0, len(phones), LOOKUP_CHUNK):
+            existing.update(
+                conn.execute(
+                    sa.select(contacts.c.phone_number).where(
+                        contacts.c.workspace_id == share.workspace_id,
+                        contacts.c.phone_number.in_(phones[start : start + LOOKUP_CHUNK]),
+                    )
+                ).scalars()
+            )
+        for record, line in zip(records, rows["row"]):
+            values = dict(zip(BATCH_COLUMNS, record))
+            if record[phone_at] not in existing:
+                new_rows.append(
+                    {"id": uuid.uuid4(), "workspace_id": share.workspace_id, **values, "tags": [share.import_tag], "metadata": share.metadata}
+                )
+                continue
+            not_inserted.append((int(position), int(line), True if update else None))
+            if update:
+                merged.append({"b_workspace": share.workspace_id, "b_tag": share.import_tag, **{f"b_{c}": v for c, v in values.items()}})
+    if new_rows:
+        conn.execute(contacts.insert(), sorted(new_rows, key=lambda r: (r["workspace_id"], r["phone_number"])))
+    if merged:
+        conn.execute(_SQLITE_MERGE, sorted(merged, key=lambda r: (r["b_workspace"], r["b_phone_number"])))
+    return not_inserted
+
+
+def _sqlite_fill(column: str) -> sa.ColumnElement[Any]:
+    """The column's value, or the row's when the column is NULL or '' and the row has one."""
+    current = contacts.c[column]
+    given = sa.bindparam(f"b_{column}")
+    return sa.case(
+        (sa.and_(sa.or_(current.is_(None), current == ""), given != ""), given), else_=current
+    )
+
+
+def _sqlite_tags_with(tag: sa.BindParameter[str]) -> sa.ColumnElement[Any]:
+    """``tags`` with the import tag appended unless already present (SQLite JSON1)."""
+    each = sa.func.json_each(contacts.c.tags).table_valued("value")
+    present = sa.exists(sa.select(1).select_from(each).where(each.c.value == tag))
+    appended = sa.func.json_insert(sa.func.coalesce(contacts.c.tags, sa.literal_column("'[]'")), "$[#]", tag)
+    return sa.case((present, contacts.c.tags), else_=sa.type_coerce(appended, sa.JSON))
+
+
+_SQLITE_MERGE = (
+    contacts.update()
+    .where(
+        contacts.c.workspace_id == sa.bindparam("b_workspace"),
+        contacts.c.phone_number == sa.bindparam("b_phone_number"),
+    )
+    .values(
+        {c: _sqlite_fill(c) for c in CONTACT_FIELDS}
+        | {"tags": _sqlite_tags_with(sa.bindparam("b_tag")), "updated_at": sa.func.now()}
+    )
+)
