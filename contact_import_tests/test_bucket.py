@@ -18,7 +18,7 @@ from contact_import_pipeline.storage.bucket import (
 )
 from contact_import_pipeline.defs.resources import bucket_from_env
 from contact_import_pipeline.errors import CsvFileError, OptionsError
-from contact_import_pipeline.storage.keys import UnsafeKeyError
+from contact_import_pipeline.keys import UnsafeKeyError
 from contact_import_tests.s3_server import (  # noqa: F401 (fixtures)
     PAGINATION_KEYS,
     big_s3_bucket,

@@ -15,7 +15,7 @@ from contact_import_pipeline.storage.contacts import ContactsStore
 from contact_import_pipeline.model import BATCH_COLUMNS
 from contact_import_pipeline.app.graphql import DagsterUnreachable, RunState
 from contact_import_pipeline.importing.lifecycle import import_id_for
-from contact_import_pipeline.storage.keys import parse_import_key
+from contact_import_pipeline.keys import parse_import_key
 from contact_import_pipeline.storage.ledger import ImportClaim, ImportResult, Ledger, PlannedImport
 from contact_import_pipeline.vocabulary import Origin
 from contact_import_tests.conftest import insert_rows

@@ -26,7 +26,7 @@ from contact_import_pipeline.storage.bucket import LocalFolderBucket
 from contact_import_pipeline.model import CONTACT_FIELDS
 from contact_import_pipeline.storage.contacts import ContactsStore
 from contact_import_pipeline.storage.schema import contacts, import_batches
-from contact_import_pipeline.storage.keys import UnsafeKeyError, check_safe_key, parse_import_key
+from contact_import_pipeline.keys import UnsafeKeyError, check_safe_key, parse_import_key
 from contact_import_pipeline.defs.progress import TAG_PREFIX
 from contact_import_pipeline.importing.rejects import escape_cell, rejects_csv
 from contact_import_pipeline.app.runner import ImportFailed, ImportRequest, local_instance, run_import

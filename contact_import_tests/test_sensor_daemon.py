@@ -16,7 +16,7 @@ import dagster as dg
 import pytest
 
 from contact_import_pipeline.storage.contacts import ContactsStore
-from contact_import_pipeline.storage.keys import parse_import_key
+from contact_import_pipeline.keys import parse_import_key
 from contact_import_pipeline.storage.ledger import Ledger
 from contact_import_pipeline.vocabulary import default_import_tag
 from contact_import_pipeline.settings import MAX_FILES_PER_RUN_ENV, SENSOR_INTERVAL_ENV

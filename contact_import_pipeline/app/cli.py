@@ -22,7 +22,7 @@ from contact_import_pipeline.storage.schema import default_database_url
 from contact_import_pipeline.app.graphql import DagsterApi, DagsterApiError, DagsterConfigInvalid, DagsterUnreachable, RunNotFound, RunState, dagster_url_from_env
 from contact_import_pipeline.app.trigger import trigger_import
 from contact_import_pipeline.errors import ImportFileError, OptionsError
-from contact_import_pipeline.storage.keys import validate_workspace_id
+from contact_import_pipeline.keys import validate_workspace_id
 from contact_import_pipeline.storage.ledger import Ledger, LedgerEntry
 from contact_import_pipeline.app.runner import LOCAL_HOME, ImportFailed, ImportRequest, run_import
 from contact_import_pipeline.settings import STATUS_POLL_SECONDS, STATUS_RECONNECT_SECONDS

@@ -19,7 +19,7 @@ from contact_import_pipeline.defs.resources import bucket_from_env
 from contact_import_pipeline.storage.contacts import ContactsStore
 from contact_import_pipeline.storage.schema import default_database_url
 from contact_import_pipeline.defs.io_manager import remove_run_outputs
-from contact_import_pipeline.storage.keys import UnsafeKeyError, parse_import_key
+from contact_import_pipeline.keys import UnsafeKeyError, parse_import_key
 from contact_import_pipeline.storage.ledger import Ledger, LedgerEntry
 from contact_import_pipeline.importing.options import key_for_source
 from contact_import_pipeline.defs.progress import describe_step_failure

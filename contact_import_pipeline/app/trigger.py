@@ -21,7 +21,7 @@ from contact_import_pipeline.errors import ImportFileError, OptionsError
 from contact_import_pipeline.importing.options import FileSpec, check_batch_size, is_url, resolve_options
 from contact_import_pipeline.settings import SensorSettings
 from contact_import_pipeline.storage.bucket import BucketObject, ContactBucket, MissingObjectError
-from contact_import_pipeline.storage.keys import IMPORTS_FOLDER, parse_import_key, validate_workspace_id
+from contact_import_pipeline.keys import IMPORTS_FOLDER, parse_import_key, validate_workspace_id
 from contact_import_pipeline.vocabulary import Origin
 
 

@@ -10,7 +10,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from contact_import_pipeline.storage.keys import UnsafeKeyError, parse_import_key
+from contact_import_pipeline.keys import UnsafeKeyError, parse_import_key
 from contact_import_pipeline.vocabulary import FILES_TAG, ORIGIN_TAG, file_tag, workspace_tag
 
 

@@ -31,7 +31,7 @@ from contact_import_pipeline.defs import progress
 from contact_import_pipeline.storage.bucket import BucketObject
 from contact_import_pipeline.defs.io_manager import expired_output_runs, output_store
 from contact_import_pipeline.defs.jobs import celery_job, import_job
-from contact_import_pipeline.storage.keys import IMPORTS_FOLDER, PROCESSED_FOLDER, REJECTS_FOLDER, UnsafeKeyError, parse_import_key
+from contact_import_pipeline.keys import IMPORTS_FOLDER, PROCESSED_FOLDER, REJECTS_FOLDER, UnsafeKeyError, parse_import_key
 from contact_import_pipeline.storage.ledger import Ledger
 from contact_import_pipeline.defs.resources import BucketResource, ContactsDatabase
 from contact_import_pipeline.settings import OUTPUT_SWEEP_SECONDS, SensorSettings, output_retention_seconds

@@ -19,7 +19,7 @@ from datetime import datetime
 from contact_import_pipeline.storage.bucket import ContactBucket
 from contact_import_pipeline.reading.csv_file import read_csv_loaded
 from contact_import_pipeline.errors import ImportFileError, OptionsError
-from contact_import_pipeline.storage.keys import UnsafeKeyError, parse_import_key
+from contact_import_pipeline.keys import UnsafeKeyError, parse_import_key
 from contact_import_pipeline.storage.ledger import ImportClaim, ImportResult, Ledger
 from contact_import_pipeline.importing.options import FileOptions, ResolvedOptions, file_key, resolve_options
 from contact_import_pipeline.importing.rejects import rejects_csv

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from contact_import_pipeline.errors import OptionsError
-from contact_import_pipeline.storage.keys import IMPORTS_FOLDER, UnsafeKeyError, parse_import_key
+from contact_import_pipeline.keys import IMPORTS_FOLDER, UnsafeKeyError, parse_import_key
 from contact_import_pipeline.mapping.phones import is_valid_region, normalize_phone
 from contact_import_pipeline.settings import DEFAULT_BATCH_SIZE, DEFAULT_REGION
 from contact_import_pipeline.vocabulary import Cleanup, OnDuplicate

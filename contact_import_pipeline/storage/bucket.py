@@ -22,7 +22,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from contact_import_pipeline.errors import CsvFileError, ImportFileError, OptionsError
-from contact_import_pipeline.storage.keys import OPTIONS_SUFFIX, check_safe_key, parse_import_key
+from contact_import_pipeline.keys import OPTIONS_SUFFIX, check_safe_key, parse_import_key
 from contact_import_pipeline.settings import MAX_FILE_BYTES_ENV, MAX_OPTIONS_BYTES
 
 DEFAULT_BUCKET_DIR = ".contact_import/bucket"
