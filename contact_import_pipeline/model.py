@@ -11,8 +11,17 @@ from contact_import_pipeline.vocabulary import SKIP_REASONS
 
 # The contact fields a file can fill (the reference schema's text columns besides the phone).
 CONTACT_FIELDS: tuple[str, ...] = (
-    "firstname", "lastname", "email", "lead_source", "market", "product",
-    "lead_status", "st_address", "city", "state", "zip",
+    "firstname",
+    "lastname",
+    "email",
+    "lead_source",
+    "market",
+    "product",
+    "lead_status",
+    "st_address",
+    "city",
+    "state",
+    "zip",
 )
 # Columns a batch row carries, in this order: the contact fields, then the E.164 phone.
 BATCH_COLUMNS: tuple[str, ...] = (*CONTACT_FIELDS, "phone_number")

@@ -62,7 +62,7 @@ class Limits:
     max_field_chars: int = DEFAULT_MAX_FIELD_CHARS
 
     @classmethod
-    def from_env(cls) -> "Limits":
+    def from_env(cls) -> Limits:
         """Limits with any environment overrides applied."""
         return cls(
             max_file_bytes=_env_int(MAX_FILE_BYTES_ENV, DEFAULT_MAX_FILE_BYTES),
@@ -119,7 +119,7 @@ class SensorSettings:
     max_run_bytes: int = DEFAULT_MAX_RUN_BYTES
 
     @classmethod
-    def from_env(cls) -> "SensorSettings":
+    def from_env(cls) -> SensorSettings:
         """Settings with any environment overrides applied."""
         return cls(
             interval_seconds=_env_int(SENSOR_INTERVAL_ENV, DEFAULT_SENSOR_INTERVAL_SECONDS),
@@ -150,7 +150,7 @@ class RunRetrySettings:
         return min(self.max_seconds, self.base_seconds * 2 ** max(0, retry - 1))
 
     @classmethod
-    def from_env(cls) -> "RunRetrySettings":
+    def from_env(cls) -> RunRetrySettings:
         return cls(base_seconds=_env_int(RUN_RETRY_DELAY_ENV, DEFAULT_RUN_RETRY_DELAY_SECONDS))
 
 

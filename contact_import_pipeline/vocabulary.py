@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import StrEnum
 
 IMPORT_JOB_NAME = "import_job"
@@ -39,7 +39,7 @@ RETRY_STRATEGY_TAG = "dagster/retry_strategy"
 
 def default_import_tag(moment: datetime) -> str:
     """``import:<UTC ISO-8601 seconds>Z``, as in the reference design."""
-    return "import:" + moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return "import:" + moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def workspace_tag(workspace_id: str) -> str:

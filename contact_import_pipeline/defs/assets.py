@@ -6,21 +6,22 @@ of them; a file that fails as a file drops out with its reason and the others go
 
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import Any
 
 import dagster as dg
 
-from contact_import_pipeline.importing import lifecycle as imports
 from contact_import_pipeline.defs import progress
-from contact_import_pipeline.importing import stages
-from contact_import_pipeline.storage.contacts import ContactsStore
-from contact_import_pipeline.model import ImportProgress
-from contact_import_pipeline.errors import ImportFileError, OptionsError
-from contact_import_pipeline.storage.ledger import Ledger, LedgerEntry, PlannedImport
 from contact_import_pipeline.defs.config import ImportRunConfig
-from contact_import_pipeline.importing.options import check_batch_size
 from contact_import_pipeline.defs.resources import BucketResource, ContactsDatabase
+from contact_import_pipeline.errors import ImportFileError, OptionsError
+from contact_import_pipeline.importing import lifecycle as imports
+from contact_import_pipeline.importing import stages
+from contact_import_pipeline.importing.options import check_batch_size
+from contact_import_pipeline.model import ImportProgress
 from contact_import_pipeline.settings import CONTACTS_DB_POOL, FIRST_ERRORS, Limits, RunRetrySettings
+from contact_import_pipeline.storage.contacts import ContactsStore
+from contact_import_pipeline.storage.ledger import Ledger, LedgerEntry, PlannedImport
 from contact_import_pipeline.vocabulary import (
     FILES_TAG,
     MAX_RETRIES_TAG,
@@ -47,8 +48,8 @@ def _root(context: dg.OpExecutionContext | dg.AssetExecutionContext) -> str:
 def _run_started(context: dg.AssetExecutionContext) -> datetime:
     """When the first run of this run family was created (dates default tags of files without a time)."""
     record = context.instance.get_run_record_by_id(_root(context))
-    stamp = record.create_timestamp if record is not None else datetime.now(timezone.utc)
-    return stamp.astimezone(timezone.utc)
+    stamp = record.create_timestamp if record is not None else datetime.now(UTC)
+    return stamp.astimezone(UTC)
 
 
 def _origin(tags: dict[str, str]) -> str:
@@ -95,8 +96,14 @@ def raw_csv(
 ) -> dg.Output:
     """The run's uploaded CSV files, each decoded (encoding and delimiter detected) into rows of text."""
     # A retry or re-execution starts with its parent's tags: start its progress afresh.
-    progress.report(context.instance, context.run.run_id, status=RunStatus.INITIALIZING, error="", errors=[],
-                    **dict.fromkeys(progress.COUNT_FIELDS, 0))
+    progress.report(
+        context.instance,
+        context.run.run_id,
+        status=RunStatus.INITIALIZING,
+        error="",
+        errors=[],
+        **dict.fromkeys(progress.COUNT_FIELDS, 0),
+    )
     _wait_before_retry(context)
     try:
         batch_size = check_batch_size(config.batch_size)
@@ -160,7 +167,11 @@ def normalized_contacts(
         try:
             out.append(stages.normalize(item))
         except ImportFileError as exc:
-            out.append(imports.fail(ledger, item.import_id, item.position, item.options.key, item.options.workspace_id, str(exc)))
+            out.append(
+                imports.fail(
+                    ledger, item.import_id, item.position, item.options.key, item.options.workspace_id, str(exc)
+                )
+            )
             context.log.warning(f"import of {item.options.key} failed: {exc}")
     stage = raw_csv.with_imports(out)
     working = stage.working()
@@ -184,11 +195,20 @@ def deduped_contacts(
     recorded = store.recorded_plans([n.import_id for n in working])
     planned: dict[str, frozenset[str]] = {}
     for item in working:  # phones this run's imports planned on an earlier attempt, per workspace
-        planned[item.options.workspace_id] = planned.get(item.options.workspace_id, frozenset()) | recorded.get(item.import_id, frozenset())
+        planned[item.options.workspace_id] = planned.get(item.options.workspace_id, frozenset()) | recorded.get(
+            item.import_id, frozenset()
+        )
     deduped = stages.dedupe(
-        working, lambda workspace_id, phones: store.existing_phones(workspace_id, phones, planned.get(workspace_id, frozenset()))
+        working,
+        lambda workspace_id, phones: store.existing_phones(
+            workspace_id, phones, planned.get(workspace_id, frozenset())
+        ),
     )
-    changed = [d.options.key for d in deduped if d.import_id in recorded and set(d.contacts["phone_number"]) != recorded[d.import_id]]
+    changed = [
+        d.options.key
+        for d in deduped
+        if d.import_id in recorded and set(d.contacts["phone_number"]) != recorded[d.import_id]
+    ]
     if changed:  # the batches recorded as landed would not hold the rows they name any more
         context.instance.add_run_tags(context.run.run_id, {MAX_RETRIES_TAG: "0"})
         raise dg.Failure(
@@ -199,14 +219,18 @@ def deduped_contacts(
     store.record_plans({d.import_id: d.contacts["phone_number"] for d in deduped})
     count, members = stages.batch_membership(deduped, normalized_contacts.batch_size)
     ledger.planned(
-        PlannedImport(d.import_id, d.total, d.skipped_before, d.failed_before, len(members[d.import_id]),
-                      {"encoding": d.encoding, "delimiter": d.delimiter})
+        PlannedImport(
+            d.import_id,
+            d.total,
+            d.skipped_before,
+            d.failed_before,
+            len(members[d.import_id]),
+            {"encoding": d.encoding, "delimiter": d.delimiter},
+        )
         for d in deduped
     )
     by_id = {d.import_id: d for d in deduped}
-    stage = normalized_contacts.with_imports(
-        [by_id.get(getattr(item, "import_id", None), item) for item in normalized_contacts.imports]
-    )
+    stage = normalized_contacts.with_imports([by_id.get(item.import_id, item) for item in normalized_contacts.imports])
     skipped = sum(d.skipped_before for d in deduped)
     failed = sum(d.failed_before for d in deduped)
     progress.report(
@@ -293,7 +317,9 @@ def _insert(context: dg.OpExecutionContext, store: ContactsStore, batch: stages.
     tags=INSERT_STEP_TAG,
     retry_policy=dg.RetryPolicy(max_retries=4, delay=1.0, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS),
 )
-def insert_batch(context: dg.OpExecutionContext, batch: stages.Batch, contacts_db: ContactsDatabase) -> stages.BatchResult:
+def insert_batch(
+    context: dg.OpExecutionContext, batch: stages.Batch, contacts_db: ContactsDatabase
+) -> stages.BatchResult:
     """Insert one batch in one transaction (idempotent: a landed batch is never applied twice)."""
     return _insert(context, contacts_db.store(), batch)
 
@@ -320,7 +346,9 @@ def summarize(
     summaries, broken = [], []
     for item in working:
         try:
-            summaries.append((stages.summarize(item, members[item.import_id], recorded[item.import_id], insert_seconds), item))
+            summaries.append(
+                (stages.summarize(item, members[item.import_id], recorded[item.import_id], insert_seconds), item)
+            )
         except stages.AccountingError as exc:
             broken.append(str(exc))
     if broken:  # nothing completes: a re-execution plans every import of the run again, same batches
@@ -329,15 +357,26 @@ def summarize(
     ledger.complete(imports.in_threads(lambda pair: imports.result_of(*pair, uploads), summaries))
     entries = _entries(ledger, deduped)
     options = {item.import_id: item.options for item in deduped.imports if item.options is not None}
-    pending = [(e.import_id, options[e.import_id]) for e in entries if e.status == ImportStatus.COMPLETED and e.cleanup is None and e.import_id in options]
+    pending = [
+        (e.import_id, options[e.import_id])
+        for e in entries
+        if e.status == ImportStatus.COMPLETED and e.cleanup is None and e.import_id in options
+    ]
     imports.clean_up_completed(pending, uploads, ledger, context.log.warning)
     entries = _entries(ledger, deduped)
     value = _run_value(entries, count=len(results))
     if entries and all(e.status == ImportStatus.FAILED for e in entries):
         reasons = entries[0].error or "" if len(entries) == 1 else "; ".join(f"{e.file}: {e.error}" for e in entries)
         return _fail(context, value, reasons, retry=False)
-    progress.report(context.instance, context.run.run_id, status=RunStatus.COMPLETED, **_counts(value),
-                    current_batch=value["batches"], total_batches=value["batches"], errors=value["errors"])
+    progress.report(
+        context.instance,
+        context.run.run_id,
+        status=RunStatus.COMPLETED,
+        **_counts(value),
+        current_batch=value["batches"],
+        total_batches=value["batches"],
+        errors=value["errors"],
+    )
     return dg.Output(value, metadata=_metadata(value, entries))
 
 
@@ -350,7 +389,10 @@ def _fail(context: dg.OpExecutionContext, value: dict, reason: str, retry: bool)
     """Fail the run with ``reason``. Without ``retry`` (every file failed as a file) the automatic
     run retries leave it alone: the same files would fail the same way."""
     tags = {MAX_RETRIES_TAG: "0"} if not retry else {}
-    context.instance.add_run_tags(context.run.run_id, tags | progress.progress_tags({"status": RunStatus.FAILED, "error": reason, **_counts(value)}))
+    context.instance.add_run_tags(
+        context.run.run_id,
+        tags | progress.progress_tags({"status": RunStatus.FAILED, "error": reason, **_counts(value)}),
+    )
     raise dg.Failure(description=reason, allow_retries=False)
 
 
@@ -368,7 +410,9 @@ def _run_value(entries: list[LedgerEntry], count: int) -> dict:
             skipped_by[reason] = skipped_by.get(reason, 0) + n
         for reason, n in e.failed_by_reason.items():
             failed_by[reason] = failed_by.get(reason, 0) + n
-    totals = {name: sum(getattr(e, name) for e in completed) for name in ("total", "imported", "updated", "skipped", "failed")}
+    totals = {
+        name: sum(getattr(e, name) for e in completed) for name in ("total", "imported", "updated", "skipped", "failed")
+    }
     errors: list[dict[str, object]] = []
     for e in completed:
         errors += [dict(err, file=e.file) if len(entries) > 1 else err for err in e.errors]
@@ -406,16 +450,26 @@ def _import_line(e: LedgerEntry) -> dict[str, object]:
 
 # The imports table in the UI: its column, and the key of the import's line it shows.
 TABLE_COLUMNS = {
-    "file": "file", "workspace": "workspace_id", "tag": "import_tag", "status": "status", "total": "total",
-    "imported": "imported", "updated": "updated", "skipped": "skipped", "failed": "failed", "error": "error",
+    "file": "file",
+    "workspace": "workspace_id",
+    "tag": "import_tag",
+    "status": "status",
+    "total": "total",
+    "imported": "imported",
+    "updated": "updated",
+    "skipped": "skipped",
+    "failed": "failed",
+    "error": "error",
 }
 IMPORTS_TABLE = dg.TableSchema(
-    columns=[dg.TableColumn(column, "int" if column in ("total", "imported", "updated", "skipped", "failed") else "string")
-             for column in TABLE_COLUMNS]
+    columns=[
+        dg.TableColumn(column, "int" if column in ("total", "imported", "updated", "skipped", "failed") else "string")
+        for column in TABLE_COLUMNS
+    ]
 )
 
 
-def _metadata(value: dict, entries: list[LedgerEntry]) -> dict[str, object]:
+def _metadata(value: dict, entries: list[LedgerEntry]) -> dict[str, Any]:
     lines = [
         f"**{value['imported']}** imported, **{value['updated']}** updated, **{value['skipped']}** skipped "
         f"(duplicates), **{value['failed']}** failed of **{value['total']}** rows in {value['batches']} batches, "
@@ -427,14 +481,18 @@ def _metadata(value: dict, entries: list[LedgerEntry]) -> dict[str, object]:
             f"| {e.get('file', entries[0].file if entries else '')} | {e['row']} | {e['reason']} | {str(e['detail']).replace('|', '/')} |"
             for e in value["errors"]
         ]
-    meta: dict[str, object] = {
+    meta: dict[str, Any] = {
         key: dg.MetadataValue.json(item) if isinstance(item, (dict, list)) else item
         for key, item in value.items()
         if item is not None and key != "files"
     }
     meta["imports_table"] = dg.MetadataValue.table(
-        records=[dg.TableRecord({column: line[key] or "" if column == "error" else line[key] for column, key in TABLE_COLUMNS.items()})
-                 for line in value["files"]],
+        records=[
+            dg.TableRecord(
+                {column: line[key] or "" if column == "error" else line[key] for column, key in TABLE_COLUMNS.items()}
+            )
+            for line in value["files"]
+        ],
         schema=IMPORTS_TABLE,
     )
     meta["summary"] = dg.MetadataValue.md("\n".join(lines))

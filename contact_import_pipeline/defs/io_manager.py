@@ -95,7 +95,9 @@ def expired_output_runs(
     roots = {r.dagster_run.root_run_id or run_id for run_id, r in records.items()}
     succeeded_roots = {
         r.dagster_run.root_run_id or r.dagster_run.run_id
-        for r in instance.get_run_records(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.SUCCESS], run_ids=list(roots)))
+        for r in instance.get_run_records(
+            filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.SUCCESS], run_ids=list(roots))
+        )
     }
     for root in roots:
         children = instance.get_run_records(

@@ -76,7 +76,9 @@ def celery_job() -> dg.UnresolvedAssetJobDefinition | None:
     return dg.define_asset_job(
         IMPORT_JOB_CELERY_NAME,
         selection=dg.AssetSelection.groups(GROUP),
-        executor_def=celery_executor.configured({"broker": DEFAULT_CELERY_BROKER_URL, "backend": DEFAULT_CELERY_BROKER_URL}),
+        executor_def=celery_executor.configured(
+            {"broker": DEFAULT_CELERY_BROKER_URL, "backend": DEFAULT_CELERY_BROKER_URL}
+        ),
         tags=RUN_TAGS,
         description="import_job with every step executed by Celery workers (see README: Scale-out).",
     )

@@ -14,7 +14,9 @@ from contact_import_pipeline.keys import UnsafeKeyError, parse_import_key
 from contact_import_pipeline.vocabulary import FILES_TAG, ORIGIN_TAG, file_tag, workspace_tag
 
 
-def run_config(files: Sequence[Mapping[str, Any]], *, in_process: bool, batch_size: int | None = None) -> dict[str, Any]:
+def run_config(
+    files: Sequence[Mapping[str, Any]], *, in_process: bool, batch_size: int | None = None
+) -> dict[str, Any]:
     """Run config for ``import_job``: ``files`` are ``FileImport`` fields (key, version, options...).
 
     A run in one process keeps its step outputs in memory, so nothing of the files is written to disk.

@@ -42,7 +42,7 @@ def read_progress(tags: Mapping[str, str]) -> dict[str, Any]:
     (origin, files, workspaces) are not progress."""
     out: dict[str, Any] = {}
     for key, value in tags.items():
-        name = key[len(TAG_PREFIX):] if key.startswith(TAG_PREFIX) else ""
+        name = key[len(TAG_PREFIX) :] if key.startswith(TAG_PREFIX) else ""
         if name in COUNT_FIELDS:
             out[name] = int(value)
         elif name == "errors":

@@ -37,15 +37,25 @@ class BucketResource(dg.ConfigurableResource):
         default_factory=lambda: _env(BUCKET_DIR_ENV, default=DEFAULT_BUCKET_DIR),
         description=f"Local folder holding <workspace_id>/imports/... Default: ${BUCKET_DIR_ENV}, else {DEFAULT_BUCKET_DIR}.",
     )
-    s3_bucket: str = Field(default_factory=lambda: _env(S3_BUCKET_ENV), description=f"S3 bucket name. Default: ${S3_BUCKET_ENV}.")
-    s3_prefix: str = Field(default_factory=lambda: _env(S3_PREFIX_ENV), description=f"Key prefix in the bucket. Default: ${S3_PREFIX_ENV}.")
+    s3_bucket: str = Field(
+        default_factory=lambda: _env(S3_BUCKET_ENV), description=f"S3 bucket name. Default: ${S3_BUCKET_ENV}."
+    )
+    s3_prefix: str = Field(
+        default_factory=lambda: _env(S3_PREFIX_ENV), description=f"Key prefix in the bucket. Default: ${S3_PREFIX_ENV}."
+    )
     endpoint_url: str = Field(
         default_factory=lambda: _env(S3_ENDPOINT_ENV),
         description=f"S3-compatible endpoint (MinIO, Supabase Storage). Default: ${S3_ENDPOINT_ENV}, else AWS.",
     )
-    region_name: str = Field(default_factory=lambda: _env("AWS_REGION", "AWS_DEFAULT_REGION"), description="Default: $AWS_REGION.")
-    aws_access_key_id: str = Field(default_factory=lambda: _env("AWS_ACCESS_KEY_ID"), description="Default: boto3's own lookup.")
-    aws_secret_access_key: str = Field(default_factory=lambda: _env("AWS_SECRET_ACCESS_KEY"), description="Default: boto3's own lookup.")
+    region_name: str = Field(
+        default_factory=lambda: _env("AWS_REGION", "AWS_DEFAULT_REGION"), description="Default: $AWS_REGION."
+    )
+    aws_access_key_id: str = Field(
+        default_factory=lambda: _env("AWS_ACCESS_KEY_ID"), description="Default: boto3's own lookup."
+    )
+    aws_secret_access_key: str = Field(
+        default_factory=lambda: _env("AWS_SECRET_ACCESS_KEY"), description="Default: boto3's own lookup."
+    )
 
     def open(self) -> ContactBucket:
         """The bucket these settings name."""

@@ -21,20 +21,26 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import dagster as dg
 import sqlalchemy as sa
 
-from contact_import_pipeline.defs import launch
-from contact_import_pipeline.defs import progress
-from contact_import_pipeline.storage.bucket import BucketObject
+from contact_import_pipeline.defs import launch, progress
 from contact_import_pipeline.defs.io_manager import expired_output_runs, output_store
 from contact_import_pipeline.defs.jobs import celery_job, import_job
-from contact_import_pipeline.keys import IMPORTS_FOLDER, PROCESSED_FOLDER, REJECTS_FOLDER, UnsafeKeyError, parse_import_key
-from contact_import_pipeline.storage.ledger import Ledger
 from contact_import_pipeline.defs.resources import BucketResource, ContactsDatabase
+from contact_import_pipeline.keys import (
+    IMPORTS_FOLDER,
+    PROCESSED_FOLDER,
+    REJECTS_FOLDER,
+    UnsafeKeyError,
+    parse_import_key,
+)
 from contact_import_pipeline.settings import OUTPUT_SWEEP_SECONDS, SensorSettings, output_retention_seconds
+from contact_import_pipeline.storage.bucket import BucketObject
+from contact_import_pipeline.storage.ledger import Ledger
 from contact_import_pipeline.vocabulary import (
     IMPORT_JOB_NAME,
     ORIGIN_TAG,
@@ -79,7 +85,12 @@ class FileCursor:
 
     def dump(self) -> str:
         return json.dumps(
-            {"requested": self.requested, "pending": self.pending, "refused": self.refused, "scanned_at": self.scanned_at},
+            {
+                "requested": self.requested,
+                "pending": self.pending,
+                "refused": self.refused,
+                "scanned_at": self.scanned_at,
+            },
             sort_keys=True,
             separators=(",", ":"),
         )
@@ -108,7 +119,8 @@ def launched_by_trigger(instance: dg.DagsterInstance, since: datetime) -> set[tu
     )
     found = set()
     for record in records:
-        config = record.dagster_run.run_config.get("ops", {}).get("raw_csv", {}).get("config", {})
+        run_config: dict[str, Any] = dict(record.dagster_run.run_config)
+        config = run_config.get("ops", {}).get("raw_csv", {}).get("config", {})
         for entry in config.get("files", []):
             if entry.get("key") and entry.get("version"):
                 found.add((entry["key"], entry["version"]))
@@ -118,7 +130,12 @@ def launched_by_trigger(instance: dg.DagsterInstance, since: datetime) -> set[tu
 def busy_workspaces(instance: dg.DagsterInstance) -> set[str]:
     """Workspaces with an import run not finished yet (queued, starting or running)."""
     records = instance.get_run_records(filters=dg.RunsFilter(job_name=IMPORT_JOB_NAME, statuses=_UNFINISHED))
-    return {key[len(WORKSPACE_TAG_PREFIX) :] for r in records for key in r.dagster_run.tags if key.startswith(WORKSPACE_TAG_PREFIX)}
+    return {
+        key[len(WORKSPACE_TAG_PREFIX) :]
+        for r in records
+        for key in r.dagster_run.tags
+        if key.startswith(WORKSPACE_TAG_PREFIX)
+    }
 
 
 def pack(
@@ -147,7 +164,10 @@ def pack(
         if stretch[0].size >= settings.small_file_bytes:
             runs.append(stretch)
             continue
-        if current and (len(current) + len(stretch) > settings.max_files_per_run or _bytes(current) + _bytes(stretch) > settings.max_run_bytes):
+        if current and (
+            len(current) + len(stretch) > settings.max_files_per_run
+            or _bytes(current) + _bytes(stretch) > settings.max_run_bytes
+        ):
             runs.append(current)
             current = []
         current += stretch
@@ -182,7 +202,8 @@ def run_request(files: list[BucketObject], settings: SensorSettings) -> dg.RunRe
     """One run for these files: in one process when they are small, a process per step for a large one."""
     in_process = not (len(files) == 1 and files[0].size >= settings.small_file_bytes)
     config = launch.run_config(
-        [{"key": obj.key, "version": obj.version, "uploaded_at": obj.last_modified} for obj in files], in_process=in_process
+        [{"key": obj.key, "version": obj.version, "uploaded_at": obj.last_modified} for obj in files],
+        in_process=in_process,
     )
     return dg.RunRequest(
         run_key=launch.run_key([(obj.key, obj.version) for obj in files]),
@@ -210,9 +231,9 @@ def new_files_sensor(context: dg.SensorEvaluationContext, bucket: BucketResource
     previous = FileCursor.parse(context.cursor)
     now = time.time()
     since = (
-        datetime.fromtimestamp(previous.scanned_at, timezone.utc) - _TRIGGER_SCAN_MARGIN
+        datetime.fromtimestamp(previous.scanned_at, UTC) - _TRIGGER_SCAN_MARGIN
         if previous.scanned_at
-        else datetime.now(timezone.utc) - _FIRST_TRIGGER_SCAN
+        else datetime.now(UTC) - _FIRST_TRIGGER_SCAN
     )
     launched = launched_by_trigger(context.instance, since)
     cursor = FileCursor(scanned_at=now)

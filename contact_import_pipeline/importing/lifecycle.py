@@ -9,25 +9,25 @@ No Dagster here: the assets call these with their resources.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import TypeVar
 from datetime import datetime
+from typing import TypeVar
 
-from contact_import_pipeline.storage.bucket import ContactBucket
-from contact_import_pipeline.reading.csv_file import read_csv_loaded
 from contact_import_pipeline.errors import ImportFileError, OptionsError
-from contact_import_pipeline.keys import UnsafeKeyError, parse_import_key
-from contact_import_pipeline.storage.ledger import ImportClaim, ImportResult, Ledger
 from contact_import_pipeline.importing.options import FileOptions, ResolvedOptions, file_key, resolve_options
 from contact_import_pipeline.importing.rejects import rejects_csv
-from contact_import_pipeline.settings import IO_THREADS, Limits
-from contact_import_pipeline.storage.sources import read_source, source_name
 from contact_import_pipeline.importing.stages import DedupedImport, RawImport, SettledImport, Summary
+from contact_import_pipeline.keys import UnsafeKeyError, parse_import_key
+from contact_import_pipeline.reading.csv_file import read_csv_loaded
+from contact_import_pipeline.settings import IO_THREADS, Limits
+from contact_import_pipeline.storage.bucket import ContactBucket
+from contact_import_pipeline.storage.ledger import ImportClaim, ImportResult, Ledger
+from contact_import_pipeline.storage.sources import read_source, source_name
 from contact_import_pipeline.vocabulary import Cleanup, ImportStatus
-
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -66,11 +66,17 @@ def _identify(files: Sequence[FileOptions], root_run_id: str) -> list[_Opened]:
         try:
             key = file_key(config)
         except OptionsError as exc:
-            out.append(_Opened(position, import_id_for(root_run_id, f"#{position + 1}"), f"(file {position + 1})", None, str(exc)))
+            out.append(
+                _Opened(
+                    position, import_id_for(root_run_id, f"#{position + 1}"), f"(file {position + 1})", None, str(exc)
+                )
+            )
             continue
         import_id = import_id_for(root_run_id, key)
         if key in seen:
-            out.append(_Opened(position, f"{import_id}#{position + 1}", key, None, f"{key}: listed more than once in this run"))
+            out.append(
+                _Opened(position, f"{import_id}#{position + 1}", key, None, f"{key}: listed more than once in this run")
+            )
             continue
         seen.add(key)
         out.append(_Opened(position, import_id, key, None, None))
@@ -82,7 +88,9 @@ def _resolve(item: _Opened, config: FileOptions, bucket: ContactBucket, run_star
     if item.error is not None:
         return item
     try:
-        upload_options = bucket.read_options(item.key) if not config.source.strip() and _in_bucket(bucket, item.key) else {}
+        upload_options = (
+            bucket.read_options(item.key) if not config.source.strip() and _in_bucket(bucket, item.key) else {}
+        )
         return replace(item, options=resolve_options(config, upload_options, run_started))
     except (OptionsError, ImportFileError) as exc:
         return replace(item, error=str(exc))
@@ -144,16 +152,20 @@ def open_imports(
         elif item.import_id in planned_before and item.options is None:
             raise ImportInterrupted(f"{item.key}: {item.error} (an earlier attempt of this run had read it)")
         elif item.options is None:
-            out[item.position] = fail(ledger, item.import_id, item.position, item.key, entry.workspace_id, item.error or "invalid options")
+            out[item.position] = fail(
+                ledger, item.import_id, item.position, item.key, entry.workspace_id, item.error or "invalid options"
+            )
         else:
             to_read.append((item, replace(item.options, import_tag=entry.import_tag)))
     if len(to_read) == 1:  # one (possibly large) file: its bytes are dropped as soon as they are decoded
         item, options = to_read[0]
-        loads = [lambda: read_source(options.source, options.key, bucket, limits.max_file_bytes)]
+        loads: list[Callable[[], bytes]] = [
+            lambda: read_source(options.source, options.key, bucket, limits.max_file_bytes)
+        ]
     else:
         fetched = in_threads(lambda pair: _fetch(pair[1], bucket, limits), to_read)
-        loads = [lambda data=data: _bytes_or_raise(data) for data in fetched]
-    for (item, options), load in zip(to_read, loads):
+        loads = [functools.partial(_bytes_or_raise, data) for data in fetched]
+    for (item, options), load in zip(to_read, loads, strict=True):
         read = _read(item, options, load, ledger, limits, interrupt=item.import_id in planned_before)
         out[item.position] = read
     return [item for item in out if item is not None]
@@ -214,7 +226,9 @@ def result_of(summary: Summary, deduped: DedupedImport, bucket: ContactBucket) -
     """
     rejects_file = None
     if summary.rejects:
-        rejects_file = bucket.write_bytes(parse_import_key(deduped.options.key).rejects_key, rejects_csv(deduped.header, summary.rejects))
+        rejects_file = bucket.write_bytes(
+            parse_import_key(deduped.options.key).rejects_key, rejects_csv(deduped.header, summary.rejects)
+        )
     return ImportResult(
         import_id=summary.import_id,
         total=summary.total,

@@ -10,17 +10,17 @@ from __future__ import annotations
 import os
 import re
 import unicodedata
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from pathlib import Path
 from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from contact_import_pipeline.errors import OptionsError
 from contact_import_pipeline.keys import IMPORTS_FOLDER, UnsafeKeyError, parse_import_key
 from contact_import_pipeline.mapping.phones import is_valid_region, normalize_phone
-from contact_import_pipeline.settings import DEFAULT_BATCH_SIZE, DEFAULT_REGION
+from contact_import_pipeline.settings import DEFAULT_REGION
 from contact_import_pipeline.vocabulary import Cleanup, OnDuplicate
 
 CLEANUP_ENV = "CONTACT_IMPORT_CLEANUP"
@@ -33,21 +33,44 @@ UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._ ()+-]+")
 
 
 class FileOptions(Protocol):
-    """What one file's entry in a run says (``defs.config.FileImport`` in run config); every
-    option may be empty, meaning the default."""
+    """What one file's entry in a run says (``defs.config.FileImport`` in run config, ``FileSpec``
+    elsewhere); every option may be empty, meaning the default. Read-only: resolving never changes it."""
 
-    key: str
-    version: str
-    uploaded_at: float
-    workspace_id: str
-    source: str
-    import_tag: str
-    board_phone_number: str
-    user_id: str
-    default_region: str
-    column_mapping: Mapping[str, str]
-    on_duplicate: str
-    cleanup: str
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def uploaded_at(self) -> float: ...
+
+    @property
+    def workspace_id(self) -> str: ...
+
+    @property
+    def source(self) -> str: ...
+
+    @property
+    def import_tag(self) -> str: ...
+
+    @property
+    def board_phone_number(self) -> str: ...
+
+    @property
+    def user_id(self) -> str: ...
+
+    @property
+    def default_region(self) -> str: ...
+
+    @property
+    def column_mapping(self) -> Mapping[str, str]: ...
+
+    @property
+    def on_duplicate(self) -> str: ...
+
+    @property
+    def cleanup(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -161,13 +184,15 @@ def resolve_options(config: FileOptions, upload_options: dict[str, Any], run_sta
     except UnsafeKeyError as exc:
         raise OptionsError(f"cannot import {key!r}: {exc}") from exc
     if workspace_id and workspace_id != key_workspace:
-        raise OptionsError(f"workspace_id {workspace_id!r} does not match the file's workspace {key_workspace!r} ({key})")
+        raise OptionsError(
+            f"workspace_id {workspace_id!r} does not match the file's workspace {key_workspace!r} ({key})"
+        )
 
     import_tag = _text(pick("import_tag"), "import_tag")
     _check_printable(import_tag, "import_tag")
     if len(import_tag) > MAX_IMPORT_TAG_CHARS:
         raise OptionsError(f"import_tag is {len(import_tag)} characters; the limit is {MAX_IMPORT_TAG_CHARS}")
-    tag_time = datetime.fromtimestamp(config.uploaded_at, timezone.utc) if config.uploaded_at > 0 else run_started
+    tag_time = datetime.fromtimestamp(config.uploaded_at, UTC) if config.uploaded_at > 0 else run_started
 
     region = (_text(pick("default_region"), "default_region") or DEFAULT_REGION).upper()
     if not is_valid_region(region):

@@ -95,7 +95,7 @@ class RejectTable:
     def __iter__(self) -> Iterator[Reject]:
         values = self.frame[[_value_column(i) for i in range(self.width)]].to_numpy(dtype=object)
         for (row, reason, detail, nvalues), cells in zip(
-            self.frame[["row", "reason", "detail", "nvalues"]].itertuples(index=False, name=None), values
+            self.frame[["row", "reason", "detail", "nvalues"]].itertuples(index=False, name=None), values, strict=True
         ):
             yield Reject(row=int(row), reason=reason, detail=detail, values=list(cells[:nvalues]))
 
@@ -108,7 +108,9 @@ class RejectTable:
     def first_errors(self, limit: int) -> list[dict[str, object]]:
         """The first failed rows (not duplicates) as {row, reason, detail}."""
         failed = self.frame.loc[~self.frame["reason"].isin(SKIP_REASONS), ["row", "reason", "detail"]].head(limit)
-        return [{"row": int(r), "reason": reason, "detail": detail} for r, reason, detail in failed.itertuples(index=False)]
+        return [
+            {"row": int(r), "reason": reason, "detail": detail} for r, reason, detail in failed.itertuples(index=False)
+        ]
 
 
 def escape_cell(value: str) -> str:

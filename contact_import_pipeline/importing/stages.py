@@ -19,15 +19,12 @@ import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
 
-from contact_import_pipeline.mapping.columns import ColumnPlan, apply_plan, plan_columns
-
-from contact_import_pipeline.model import CONTACT_FIELDS
-from contact_import_pipeline.model import BATCH_COLUMNS, BatchImport, BatchOutcome
-from contact_import_pipeline.reading.csv_file import CsvTable, text_column
 from contact_import_pipeline.importing.options import ResolvedOptions
-from contact_import_pipeline.mapping.phones import normalize_phone_column
 from contact_import_pipeline.importing.rejects import RejectTable
-from contact_import_pipeline.model import Reject
+from contact_import_pipeline.mapping.columns import ColumnPlan, apply_plan, plan_columns
+from contact_import_pipeline.mapping.phones import normalize_phone_column
+from contact_import_pipeline.model import BATCH_COLUMNS, CONTACT_FIELDS, BatchImport, BatchOutcome, Reject
+from contact_import_pipeline.reading.csv_file import CsvTable, text_column
 from contact_import_pipeline.settings import FIRST_ERRORS
 from contact_import_pipeline.vocabulary import ImportStatus, OnDuplicate, Reason
 
@@ -255,14 +252,24 @@ def dedupe(imports: Sequence[NormalizedImport], lookup: Lookup) -> list[DedupedI
             later, _ = firsts[item.import_id]
             candidates[item.options.workspace_id].append(item.contacts["phone_number"][~later])
     existing = {
-        workspace_id: lookup(workspace_id, pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0].reset_index(drop=True))
+        workspace_id: lookup(
+            workspace_id, pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0].reset_index(drop=True)
+        )
         for workspace_id, parts in candidates.items()
     }
     sharing = {ws for ws, n in Counter(i.options.workspace_id for i in ordered).items() if n > 1}
     added_in_run: dict[str, dict[str, tuple[int, str]]] = defaultdict(dict)  # ws -> phone -> (times, first file)
     out = []
     for item in ordered:
-        out.append(_dedupe_one(item, firsts[item.import_id], existing.get(item.options.workspace_id, set()), added_in_run, item.options.workspace_id in sharing))
+        out.append(
+            _dedupe_one(
+                item,
+                firsts[item.import_id],
+                existing.get(item.options.workspace_id, set()),
+                added_in_run,
+                item.options.workspace_id in sharing,
+            )
+        )
     seconds = (time.perf_counter() - started) / max(1, len(out))
     for deduped in out:
         deduped.timings["dedup"] = seconds
@@ -284,10 +291,17 @@ def _dedupe_one(
     in_file, first_row = first
     earlier = added_in_run[workspace_id]
     in_run = (phones.isin(earlier.keys()).to_numpy() & ~in_file) if earlier else np.zeros(len(contacts), dtype=bool)
-    is_existing = (phones.isin(existing).to_numpy() & ~in_file & ~in_run) if existing else np.zeros(len(contacts), dtype=bool)
+    is_existing = (
+        (phones.isin(existing).to_numpy() & ~in_file & ~in_run) if existing else np.zeros(len(contacts), dtype=bool)
+    )
     rejects = [item.rejects]
     if in_file.any():
-        detail = "same phone " + phones[in_file].reset_index(drop=True) + " as row " + pd.Series(first_row[in_file]).astype("str")
+        detail = (
+            "same phone "
+            + phones[in_file].reset_index(drop=True)
+            + " as row "
+            + pd.Series(first_row[in_file]).astype("str")
+        )
         rejects.append(_raw_rejects(item, rows[in_file], Reason.DUPLICATE_IN_FILE, detail))
     if is_existing.any():
         dups = contacts.loc[is_existing, ["phone_number", "row"]].reset_index(drop=True)
@@ -298,7 +312,10 @@ def _dedupe_one(
     if in_run.any() and not update:
         dups = contacts.loc[in_run, ["phone_number", "row"]].reset_index(drop=True)
         detail = pd.Series(
-            [f"{p} already exists in workspace {workspace_id} (added by {earlier[p][1]} earlier in this run)" for p in dups["phone_number"]],
+            [
+                f"{p} already exists in workspace {workspace_id} (added by {earlier[p][1]} earlier in this run)"
+                for p in dups["phone_number"]
+            ],
             dtype="str",
         )
         rejects.append(_raw_rejects(item, dups["row"].to_numpy(), Reason.DUPLICATE_EXISTING, detail))
@@ -307,7 +324,7 @@ def _dedupe_one(
     if shares_workspace:  # only a later file of the same workspace can meet these phones again
         for phone in planned["phone_number"]:
             earlier[phone] = (1, item.options.key)
-        for phone, phase in zip(later["phone_number"], later["phase"]):
+        for phone, phase in zip(later["phone_number"], later["phase"], strict=True):
             earlier[phone] = (int(phase), earlier[phone][1])
     return DedupedImport(
         import_id=item.import_id,
@@ -349,8 +366,24 @@ class _Lane:
 
 def _lanes(deduped: Sequence[DedupedImport]) -> list[_Lane]:
     lanes = [
-        _Lane(1, False, [(i, d.contacts) for i, d in enumerate(deduped) if d.options.on_duplicate == OnDuplicate.SKIP and len(d.contacts)]),
-        _Lane(1, True, [(i, d.contacts) for i, d in enumerate(deduped) if d.options.on_duplicate == OnDuplicate.UPDATE and len(d.contacts)]),
+        _Lane(
+            1,
+            False,
+            [
+                (i, d.contacts)
+                for i, d in enumerate(deduped)
+                if d.options.on_duplicate == OnDuplicate.SKIP and len(d.contacts)
+            ],
+        ),
+        _Lane(
+            1,
+            True,
+            [
+                (i, d.contacts)
+                for i, d in enumerate(deduped)
+                if d.options.on_duplicate == OnDuplicate.UPDATE and len(d.contacts)
+            ],
+        ),
     ]
     phases = sorted({int(p) for d in deduped for p in d.later["phase"].unique()})
     for phase in phases:
@@ -437,10 +470,25 @@ def _batches(deduped: Sequence[DedupedImport], batch_size: int, run_key: str, la
                 members = sorted({i for i, _, _ in pieces})
                 local = {position: n for n, position in enumerate(members)}
                 frame = pd.concat(
-                    [frames[i].iloc[start:stop][[*BATCH_COLUMNS, "row"]].assign(**{"import": local[i]}) for i, start, stop in pieces],
+                    [
+                        frames[i].iloc[start:stop][[*BATCH_COLUMNS, "row"]].assign(**{"import": local[i]})
+                        for i, start, stop in pieces
+                    ],
                     ignore_index=True,
                 )
-                out.append(Batch(run_key, index, count, lane.update, tuple(shares[i] for i in members), frame, total, skipped_before, failed_before))
+                out.append(
+                    Batch(
+                        run_key,
+                        index,
+                        count,
+                        lane.update,
+                        tuple(shares[i] for i in members),
+                        frame,
+                        total,
+                        skipped_before,
+                        failed_before,
+                    )
+                )
             index += 1
     return out
 
@@ -508,7 +556,9 @@ class AccountingError(RuntimeError):
     """The counts do not add up, or a planned batch has no recorded outcome: never report success."""
 
 
-def summarize(deduped: DedupedImport, planned: Sequence[int], outcomes: dict[int, BatchOutcome], insert_seconds: float) -> Summary:
+def summarize(
+    deduped: DedupedImport, planned: Sequence[int], outcomes: dict[int, BatchOutcome], insert_seconds: float
+) -> Summary:
     """Total one import's recorded batch outcomes and the rows it set aside; fail if anything is missing.
 
     ``planned`` are the batches holding its rows; ``outcomes`` come from the database, not from

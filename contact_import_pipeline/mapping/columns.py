@@ -16,15 +16,27 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from contact_import_pipeline.model import CONTACT_FIELDS
 from contact_import_pipeline.errors import ColumnMappingError
+from contact_import_pipeline.model import CONTACT_FIELDS
 
-OUTPUT_COLUMNS: tuple[str, ...] = CONTACT_FIELDS + ("phone_raw", "country_raw")
-MAPPABLE_FIELDS: tuple[str, ...] = CONTACT_FIELDS + ("phone", "country", "full_name")
+OUTPUT_COLUMNS: tuple[str, ...] = (*CONTACT_FIELDS, "phone_raw", "country_raw")
+MAPPABLE_FIELDS: tuple[str, ...] = (*CONTACT_FIELDS, "phone", "country", "full_name")
 
 # Address exports repeat each address field per kind; the first kind present wins.
-_ADDRESS_PREFIXES = ("", "address1", "mailing", "business", "home", "primary", "billing",
-                     "shipping", "other", "person", "contact", "work")
+_ADDRESS_PREFIXES = (
+    "",
+    "address1",
+    "mailing",
+    "business",
+    "home",
+    "primary",
+    "billing",
+    "shipping",
+    "other",
+    "person",
+    "contact",
+    "work",
+)
 _GERMAN_SUFFIXES = ("", "geschaftlich", "privat", "weitere")
 
 
@@ -35,50 +47,170 @@ def _address(*bases: str) -> tuple[str, ...]:
 
 # Normalized header keys per field, best first.
 _SYNONYMS: dict[str, tuple[str, ...]] = {
-    "firstname": ("firstname", "givenname", "personfirstname", "contactfirstname", "first",
-                  "fname", "forename", "vorname", "prenom", "nombre", "nome"),
-    "lastname": ("lastname", "familyname", "personlastname", "contactlastname", "surname", "last",
-                 "lname", "nachname", "nomdefamille", "nom", "apellido", "apellidos", "cognome"),
-    "email": ("email", "emailaddress", "email1value", "personemailwork", "personemail",
-              "personemailhome", "personemailother", "emailadresse", "email1", "mail",
-              "primaryemail", "workemail", "homeemail", "courriel", "adressedemessagerie",
-              "correoelectronico", "emailtypeinternet", "emailtypework", "emailtypehome",
-              "email2address", "email2value", "email2adresse"),
-    "lead_source": ("leadsource", "originalsource", "source", "hsanalyticssource", "quelle",
-                    "origine", "origen"),
+    "firstname": (
+        "firstname",
+        "givenname",
+        "personfirstname",
+        "contactfirstname",
+        "first",
+        "fname",
+        "forename",
+        "vorname",
+        "prenom",
+        "nombre",
+        "nome",
+    ),
+    "lastname": (
+        "lastname",
+        "familyname",
+        "personlastname",
+        "contactlastname",
+        "surname",
+        "last",
+        "lname",
+        "nachname",
+        "nomdefamille",
+        "nom",
+        "apellido",
+        "apellidos",
+        "cognome",
+    ),
+    "email": (
+        "email",
+        "emailaddress",
+        "email1value",
+        "personemailwork",
+        "personemail",
+        "personemailhome",
+        "personemailother",
+        "emailadresse",
+        "email1",
+        "mail",
+        "primaryemail",
+        "workemail",
+        "homeemail",
+        "courriel",
+        "adressedemessagerie",
+        "correoelectronico",
+        "emailtypeinternet",
+        "emailtypework",
+        "emailtypehome",
+        "email2address",
+        "email2value",
+        "email2adresse",
+    ),
+    "lead_source": ("leadsource", "originalsource", "source", "hsanalyticssource", "quelle", "origine", "origen"),
     "market": ("market", "targetmarket", "markt", "marche", "mercado"),
     "product": ("product", "products", "productinterest", "produkt", "produit", "producto"),
     "lead_status": ("leadstatus", "status", "hsleadstatus", "contactstatus", "statut"),
-    "st_address": _address("street", "streetaddress", "address", "addressline1", "address1",
-                           "strasse", "adresse", "rue", "direccion", "calle")
-    + ("adr", "address1formatted"),
+    "st_address": (
+        *_address(
+            "street",
+            "streetaddress",
+            "address",
+            "addressline1",
+            "address1",
+            "strasse",
+            "adresse",
+            "rue",
+            "direccion",
+            "calle",
+        ),
+        "adr",
+        "address1formatted",
+    ),
     "city": _address("city", "town", "locality", "ort", "stadt", "ville", "ciudad"),
-    "state": _address("state", "stateregion", "stateprovince", "province", "region", "county",
-                      "bundesland", "bundeslandkanton", "etat", "estado", "provincia"),
-    "zip": _address("zip", "zipcode", "postalcode", "postcode", "zippostalcode", "postleitzahl",
-                    "plz", "codepostal", "codigopostal"),
+    "state": _address(
+        "state",
+        "stateregion",
+        "stateprovince",
+        "province",
+        "region",
+        "county",
+        "bundesland",
+        "bundeslandkanton",
+        "etat",
+        "estado",
+        "provincia",
+    ),
+    "zip": _address(
+        "zip", "zipcode", "postalcode", "postcode", "zippostalcode", "postleitzahl", "plz", "codepostal", "codigopostal"
+    ),
 }
-_COUNTRY = _address("country", "countryregion", "countrycode", "land", "landregion", "pays",
-                    "pais")
-_FULL_NAME = ("name", "fullname", "fn", "personname", "contactname", "displayname",
-              "nomcomplet", "nombrecompleto", "vollstandigername")
+_COUNTRY = _address("country", "countryregion", "countrycode", "land", "landregion", "pays", "pais")
+_FULL_NAME = (
+    "name",
+    "fullname",
+    "fn",
+    "personname",
+    "contactname",
+    "displayname",
+    "nomcomplet",
+    "nombrecompleto",
+    "vollstandigername",
+)
 
 # Phone headers (normalized). Numbered repeats ("Business Phone 2") match after the digits go.
-_PHONES = frozenset({
-    "phone", "phonenumber", "telephone", "telephonenumber", "tel", "mobile", "mobilephone",
-    "mobilephonenumber", "mobilenumber", "cell", "cellphone", "cellular", "cellphonenumber",
-    "businessphone", "homephone", "otherphone", "primaryphone", "companymainphone", "carphone",
-    "workphone", "mainphone", "phonework", "phonehome", "phonemobile", "phoneother",
-    "personphone", "personphonework", "personphonemobile", "personphonehome", "personphoneother",
-    "contactphone", "contactnumber", "mobiltelefon", "telefongeschaftlich", "telefonprivat",
-    "weiterestelefon", "haupttelefon", "handy", "telefon", "autotelefon", "telefonfirma",
-    "telephonemobile", "telephonebureau", "telephonedomicile", "telephoneprincipal", "portable",
-    "telefono", "movil", "telefonomovil", "celular", "telefonoparticular", "telefonodeltrabajo",
-    "telefonocelular",
-})
+_PHONES = frozenset(
+    {
+        "phone",
+        "phonenumber",
+        "telephone",
+        "telephonenumber",
+        "tel",
+        "mobile",
+        "mobilephone",
+        "mobilephonenumber",
+        "mobilenumber",
+        "cell",
+        "cellphone",
+        "cellular",
+        "cellphonenumber",
+        "businessphone",
+        "homephone",
+        "otherphone",
+        "primaryphone",
+        "companymainphone",
+        "carphone",
+        "workphone",
+        "mainphone",
+        "phonework",
+        "phonehome",
+        "phonemobile",
+        "phoneother",
+        "personphone",
+        "personphonework",
+        "personphonemobile",
+        "personphonehome",
+        "personphoneother",
+        "contactphone",
+        "contactnumber",
+        "mobiltelefon",
+        "telefongeschaftlich",
+        "telefonprivat",
+        "weiterestelefon",
+        "haupttelefon",
+        "handy",
+        "telefon",
+        "autotelefon",
+        "telefonfirma",
+        "telephonemobile",
+        "telephonebureau",
+        "telephonedomicile",
+        "telephoneprincipal",
+        "portable",
+        "telefono",
+        "movil",
+        "telefonomovil",
+        "celular",
+        "telefonoparticular",
+        "telefonodeltrabajo",
+        "telefonocelular",
+    }
+)
 _PHONE_PATTERNS = (
-    re.compile(r"phone\d+value"),                # Google: "Phone 1 - Value"
-    re.compile(r"tel(?:type[a-z]+)?"),           # vCard: "TEL;TYPE=CELL", "TEL;TYPE=WORK,VOICE"
+    re.compile(r"phone\d+value"),  # Google: "Phone 1 - Value"
+    re.compile(r"tel(?:type[a-z]+)?"),  # vCard: "TEL;TYPE=CELL", "TEL;TYPE=WORK,VOICE"
 )
 _MOBILE_MARKERS = ("mobil", "cell", "movil", "portable", "handy", "celular")
 
@@ -111,7 +243,7 @@ def _is_mobile(key: str) -> bool:
 
 def _first(keys: list[str], synonyms: tuple[str, ...]) -> int | None:
     """Position of the best synonym present (leftmost among equals), or None."""
-    positions = {}
+    positions: dict[str, int] = {}
     for position, key in enumerate(keys):
         positions.setdefault(key, position)
     return next((positions[s] for s in synonyms if s in positions), None)
@@ -126,21 +258,20 @@ def _position(header: list[str], wanted: str) -> int | None:
     return keys.index(key) if key and key in keys else None
 
 
-def _apply_mapping(plan: ColumnPlan, header: list[str], mapping: Mapping[str, str],
-                   source: str) -> ColumnPlan:
+def _apply_mapping(plan: ColumnPlan, header: list[str], mapping: Mapping[str, str], source: str) -> ColumnPlan:
     found = ", ".join(repr(h) for h in header)
     fields, phones = dict(plan.fields), plan.phones
     country, full_name = plan.country, plan.full_name
     for field, wanted in mapping.items():
         if field not in MAPPABLE_FIELDS:
             raise ColumnMappingError(
-                f"{source}: column_mapping has unknown field {field!r}; "
-                f"known fields are {', '.join(MAPPABLE_FIELDS)}")
+                f"{source}: column_mapping has unknown field {field!r}; known fields are {', '.join(MAPPABLE_FIELDS)}"
+            )
         position = _position(header, str(wanted))
         if position is None:
             raise ColumnMappingError(
-                f"{source}: column_mapping {field!r}: {wanted!r} is not a header of this file; "
-                f"headers were: {found}")
+                f"{source}: column_mapping {field!r}: {wanted!r} is not a header of this file; headers were: {found}"
+            )
         if field == "phone":
             phones = [position]
         elif field == "country":
@@ -164,22 +295,23 @@ def plan_columns(header: list[str], mapping: Mapping[str, str] | None, source: s
     keys = [normalize_header(h) for h in header]
     fields = {f: p for f, syn in _SYNONYMS.items() if (p := _first(keys, syn)) is not None}
     phone_positions = [i for i, k in enumerate(keys) if _is_phone(k)]
-    phones = ([i for i in phone_positions if _is_mobile(keys[i])]
-              + [i for i in phone_positions if not _is_mobile(keys[i])])
-    plan = ColumnPlan(fields=fields, phones=phones, country=_first(keys, _COUNTRY),
-                      full_name=_first(keys, _FULL_NAME))
+    phones = [i for i in phone_positions if _is_mobile(keys[i])] + [
+        i for i in phone_positions if not _is_mobile(keys[i])
+    ]
+    plan = ColumnPlan(fields=fields, phones=phones, country=_first(keys, _COUNTRY), full_name=_first(keys, _FULL_NAME))
     if mapping:
         plan = _apply_mapping(plan, header, mapping, source)
     if not plan.phones:
         found = ", ".join(repr(h) for h in header)
         raise ColumnMappingError(
             f"{source}: no phone column found; headers were: {found}; "
-            "map one with column_mapping={'phone': '<header>'}")
+            "map one with column_mapping={'phone': '<header>'}"
+        )
     return plan
 
 
 def _split_names(full: pd.Series) -> tuple[pd.Series, pd.Series]:
-    """"Smith, John" → (John, Smith); "Mary Ann Smith" → (Mary, Ann Smith): first token vs rest."""
+    """ "Smith, John" → (John, Smith); "Mary Ann Smith" → (Mary, Ann Smith): first token vs rest."""
     full = full.str.replace(r"\s+", " ", regex=True).str.strip()
     if full.empty:  # str.partition of an empty Series has no columns to index
         return full.copy(), full.copy()
@@ -201,14 +333,12 @@ def apply_plan(frame: pd.DataFrame, plan: ColumnPlan) -> pd.DataFrame:
         return frame[str(position)].fillna("").astype(str).str.strip()
 
     out = {field: column(plan.fields.get(field)) for field in CONTACT_FIELDS}
-    if "firstname" not in plan.fields and "lastname" not in plan.fields \
-            and plan.full_name is not None:
+    if "firstname" not in plan.fields and "lastname" not in plan.fields and plan.full_name is not None:
         out["firstname"], out["lastname"] = _split_names(column(plan.full_name))
 
     phone = column(plan.phones[0]) if plan.phones else empty
     for position in plan.phones[1:]:
-        phone = pd.Series(np.where(phone == "", column(position), phone), index=frame.index,
-                          dtype=str)
+        phone = pd.Series(np.where(phone == "", column(position), phone), index=frame.index, dtype=str)
     out["phone_raw"] = phone
     out["country_raw"] = column(plan.country)
     return pd.DataFrame(out, index=frame.index, columns=list(OUTPUT_COLUMNS))

@@ -22,8 +22,10 @@ import pyarrow.compute as pc
 
 # NANP shape (RE2 syntax, for pyarrow). Only these separators are accepted, so phonenumbers
 # reads the same 10 digits; anything else goes through phonenumbers itself.
-_NANP_SHAPE = (r"^(?P<prefix>\+1|1)?[ .\-]*[(\[]?(?P<area>[2-9]\d\d)[)\]]?[ .\-]*"
-               r"(?P<exchange>\d{3})[ .\-]*(?P<line>\d{4})$")
+_NANP_SHAPE = (
+    r"^(?P<prefix>\+1|1)?[ .\-]*[(\[]?(?P<area>[2-9]\d\d)[)\]]?[ .\-]*"
+    r"(?P<exchange>\d{3})[ .\-]*(?P<line>\d{4})$"
+)
 
 # Regions whose national numbers take the fast path (both use national prefix "1").
 _NANP_FAST_REGIONS = frozenset({"US", "CA"})
@@ -39,7 +41,9 @@ _MAX_PATH_LENGTH = 17  # longest national number phonenumbers handles
 def _join(left: set[_Path], right: set[_Path]) -> set[_Path]:
     return {
         (l1 + l2, max(d1, l1 + d2 if d2 else 0), (h1 + h2)[:3])
-        for l1, d1, h1 in left for l2, d2, h2 in right if l1 + l2 <= _MAX_PATH_LENGTH
+        for l1, d1, h1 in left
+        for l2, d2, h2 in right
+        if l1 + l2 <= _MAX_PATH_LENGTH
     }
 
 
@@ -47,6 +51,7 @@ def _paths(items: list) -> set[_Path]:
     """All (length, depth, heads) paths of a parsed pattern; ValueError for unknown syntax."""
     out: set[_Path] = {(0, 0, ())}
     for op, arg in items:
+        one: set[_Path]
         if op is sre_constants.LITERAL:
             one = {(1, 1, (frozenset({chr(arg)}),))} if chr(arg) in _DIGITS else set()
         elif op is sre_constants.IN:
@@ -68,7 +73,9 @@ def _paths(items: list) -> set[_Path]:
             one = set().union(*(_paths(branch) for branch in arg[1]))
         elif op in (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT):
             low, high, sub = arg
-            body, step, one = _paths(sub), {(0, 0, ())}, set()
+            body = _paths(sub)
+            step: set[_Path] = {(0, 0, ())}
+            one = set()
             for count in range(min(high, _MAX_PATH_LENGTH) + 1):
                 if count >= low:
                     one |= step
@@ -93,11 +100,21 @@ def key_depths() -> dict[str, int]:
     try:
         for region in phonenumbers.COUNTRY_CODE_TO_REGION_CODE[1]:
             metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+            assert metadata is not None  # every NANP region has metadata
             paths = _paths(sre_parser.parse(metadata.leading_digits or ""))
-            for desc in (metadata.general_desc, metadata.fixed_line, metadata.mobile,
-                         metadata.toll_free, metadata.premium_rate, metadata.shared_cost,
-                         metadata.personal_number, metadata.voip, metadata.pager, metadata.uan,
-                         metadata.voicemail):
+            for desc in (
+                metadata.general_desc,
+                metadata.fixed_line,
+                metadata.mobile,
+                metadata.toll_free,
+                metadata.premium_rate,
+                metadata.shared_cost,
+                metadata.personal_number,
+                metadata.voip,
+                metadata.pager,
+                metadata.uan,
+                metadata.voicemail,
+            ):
                 if desc is not None and desc.national_number_pattern:
                     parsed = sre_parser.parse(desc.national_number_pattern)
                     paths |= {p for p in _paths(parsed) if p[0] == 10}
@@ -130,8 +147,7 @@ def _nanp_prefix_valid(national: str) -> bool:
     return phonenumbers.is_valid_number(number)
 
 
-def nanp_fast(prepared: pa.Array, regions: np.ndarray, missing: np.ndarray,
-               result: np.ndarray) -> np.ndarray:
+def nanp_fast(prepared: pa.Array, regions: np.ndarray, missing: np.ndarray, result: np.ndarray) -> np.ndarray:
     """Fill `result` for NANP-shaped rows; return the mask of rows it decided.
 
     Runs in Arrow compute kernels; Python only asks phonenumbers once per distinct key.
@@ -156,7 +172,10 @@ def nanp_fast(prepared: pa.Array, regions: np.ndarray, missing: np.ndarray,
     codes = encoded.indices.to_numpy(zero_copy_only=False)
     _, first_of_key = np.unique(codes, return_index=True)
     samples = national.take(pa.array(first_of_key)).to_pylist()
-    valid = np.array([_key_valid(key, number) for key, number in zip(encoded.dictionary.to_pylist(), samples)], dtype=bool)
+    valid = np.array(
+        [_key_valid(key, number) for key, number in zip(encoded.dictionary.to_pylist(), samples, strict=True)],
+        dtype=bool,
+    )
     ok = valid[codes]
     e164 = pc.binary_join_element_wise("+1", national, "").filter(pa.array(ok))
     result[np.flatnonzero(fast)[ok]] = e164.to_numpy(zero_copy_only=False)

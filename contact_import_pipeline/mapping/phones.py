@@ -26,7 +26,6 @@ from contact_import_pipeline.mapping.columns import normalize_header
 from contact_import_pipeline.mapping.nanp import nanp_fast
 from contact_import_pipeline.vocabulary import Reason
 
-
 # Values people put in a phone cell to say "no phone" (compared case-insensitively).
 _NULL_TOKENS = frozenset({"", "null", "n/a", "na", "none", "-", "nan", "nil", "#n/a"})
 
@@ -41,28 +40,102 @@ PHONE_CHUNK_ROWS = 100_000
 # Country names and codes → ISO region, keyed by normalize_header(). ISO alpha-2 codes known to
 # phonenumbers are accepted without being listed here.
 _COUNTRY_NAMES = {
-    "usa": "US", "unitedstates": "US", "unitedstatesofamerica": "US", "america": "US",
-    "us": "US", "estadosunidos": "US", "etatsunis": "US", "vereinigtestaaten": "US",
-    "canada": "CA", "kanada": "CA",
-    "uk": "GB", "gb": "GB", "gbr": "GB", "unitedkingdom": "GB", "greatbritain": "GB",
-    "england": "GB", "scotland": "GB", "wales": "GB", "northernireland": "GB",
-    "grossbritannien": "GB", "vereinigteskonigreich": "GB", "royaumeuni": "GB", "reinounido": "GB",
-    "germany": "DE", "deutschland": "DE", "deu": "DE", "allemagne": "DE", "alemania": "DE",
-    "austria": "AT", "osterreich": "AT", "aut": "AT",
-    "switzerland": "CH", "schweiz": "CH", "suisse": "CH", "che": "CH", "suiza": "CH",
-    "france": "FR", "fra": "FR", "frankreich": "FR", "francia": "FR",
-    "mexico": "MX", "mex": "MX", "mexiko": "MX", "mexique": "MX",
-    "spain": "ES", "espana": "ES", "esp": "ES", "spanien": "ES", "espagne": "ES",
-    "italy": "IT", "italia": "IT", "ita": "IT", "italien": "IT", "italie": "IT",
-    "netherlands": "NL", "thenetherlands": "NL", "holland": "NL", "nederland": "NL", "nld": "NL",
-    "niederlande": "NL", "paysbas": "NL", "belgium": "BE", "belgien": "BE", "belgique": "BE",
-    "ireland": "IE", "irland": "IE", "irlande": "IE", "portugal": "PT", "brazil": "BR",
-    "brasil": "BR", "argentina": "AR", "colombia": "CO", "chile": "CL", "peru": "PE",
-    "australia": "AU", "aus": "AU", "newzealand": "NZ", "india": "IN", "ind": "IN",
-    "china": "CN", "japan": "JP", "southkorea": "KR", "korea": "KR", "philippines": "PH",
-    "poland": "PL", "polen": "PL", "sweden": "SE", "norway": "NO", "denmark": "DK",
-    "finland": "FI", "southafrica": "ZA", "nigeria": "NG", "israel": "IL",
-    "unitedarabemirates": "AE", "uae": "AE", "puertorico": "PR",
+    "usa": "US",
+    "unitedstates": "US",
+    "unitedstatesofamerica": "US",
+    "america": "US",
+    "us": "US",
+    "estadosunidos": "US",
+    "etatsunis": "US",
+    "vereinigtestaaten": "US",
+    "canada": "CA",
+    "kanada": "CA",
+    "uk": "GB",
+    "gb": "GB",
+    "gbr": "GB",
+    "unitedkingdom": "GB",
+    "greatbritain": "GB",
+    "england": "GB",
+    "scotland": "GB",
+    "wales": "GB",
+    "northernireland": "GB",
+    "grossbritannien": "GB",
+    "vereinigteskonigreich": "GB",
+    "royaumeuni": "GB",
+    "reinounido": "GB",
+    "germany": "DE",
+    "deutschland": "DE",
+    "deu": "DE",
+    "allemagne": "DE",
+    "alemania": "DE",
+    "austria": "AT",
+    "osterreich": "AT",
+    "aut": "AT",
+    "switzerland": "CH",
+    "schweiz": "CH",
+    "suisse": "CH",
+    "che": "CH",
+    "suiza": "CH",
+    "france": "FR",
+    "fra": "FR",
+    "frankreich": "FR",
+    "francia": "FR",
+    "mexico": "MX",
+    "mex": "MX",
+    "mexiko": "MX",
+    "mexique": "MX",
+    "spain": "ES",
+    "espana": "ES",
+    "esp": "ES",
+    "spanien": "ES",
+    "espagne": "ES",
+    "italy": "IT",
+    "italia": "IT",
+    "ita": "IT",
+    "italien": "IT",
+    "italie": "IT",
+    "netherlands": "NL",
+    "thenetherlands": "NL",
+    "holland": "NL",
+    "nederland": "NL",
+    "nld": "NL",
+    "niederlande": "NL",
+    "paysbas": "NL",
+    "belgium": "BE",
+    "belgien": "BE",
+    "belgique": "BE",
+    "ireland": "IE",
+    "irland": "IE",
+    "irlande": "IE",
+    "portugal": "PT",
+    "brazil": "BR",
+    "brasil": "BR",
+    "argentina": "AR",
+    "colombia": "CO",
+    "chile": "CL",
+    "peru": "PE",
+    "australia": "AU",
+    "aus": "AU",
+    "newzealand": "NZ",
+    "india": "IN",
+    "ind": "IN",
+    "china": "CN",
+    "japan": "JP",
+    "southkorea": "KR",
+    "korea": "KR",
+    "philippines": "PH",
+    "poland": "PL",
+    "polen": "PL",
+    "sweden": "SE",
+    "norway": "NO",
+    "denmark": "DK",
+    "finland": "FI",
+    "southafrica": "ZA",
+    "nigeria": "NG",
+    "israel": "IL",
+    "unitedarabemirates": "AE",
+    "uae": "AE",
+    "puertorico": "PR",
 }
 
 
@@ -118,8 +191,7 @@ def _regions(countries: Sequence[str], default_region: str) -> np.ndarray:
 def _prepare_all(raw: Sequence[str]) -> tuple[pa.Array, np.ndarray]:
     """Vectorised `_prepare`: (prepared text, missing mask)."""
     text = np.array(["" if v is None else str(v) for v in raw], dtype=object)
-    non_ascii = ~pc.string_is_ascii(pa.array(text, type=pa.string())).to_numpy(
-        zero_copy_only=False)
+    non_ascii = ~pc.string_is_ascii(pa.array(text, type=pa.string())).to_numpy(zero_copy_only=False)
     if non_ascii.any():
         text[non_ascii] = [unicodedata.normalize("NFKC", t) for t in text[non_ascii]]
     prepared = pc.utf8_trim_whitespace(pa.array(text, type=pa.string()))
@@ -144,13 +216,16 @@ def normalize_phones(
 
     slow = np.flatnonzero(~fast & ~missing)
     if len(slow):
-        pairs = list(zip(prepared.take(slow).to_pylist(), regions[slow]))
+        pairs = list(zip(prepared.take(slow).to_pylist(), regions[slow], strict=True))
         cache = {pair: _e164(*pair) for pair in dict.fromkeys(pairs)}
         result[slow] = [cache[pair] for pair in pairs]
 
     invalid = np.array([r is None for r in result], dtype=bool)
-    reasons = np.where(missing, Reason.MISSING_PHONE.value, np.where(invalid, Reason.INVALID_PHONE.value, None))
-    return result.tolist(), reasons.tolist()
+    reasons = [
+        Reason.MISSING_PHONE.value if m else Reason.INVALID_PHONE.value if i else None
+        for m, i in zip(missing, invalid, strict=True)
+    ]
+    return result.tolist(), reasons
 
 
 # The columns a forked chunk worker reads (inherited through fork, never pickled); the lock keeps
@@ -160,13 +235,16 @@ _COLUMNS_LOCK = threading.Lock()
 
 
 def _normalize_chunk(start: int) -> tuple[pa.Array, list[str | None]]:
+    assert _COLUMNS is not None  # set by normalize_phone_column before any chunk runs
     raw, countries, default_region = _COLUMNS
     chunk = slice(start, start + PHONE_CHUNK_ROWS)
     e164, reasons = normalize_phones(raw.iloc[chunk].tolist(), countries.iloc[chunk].tolist(), default_region)
     return pa.array(e164, type=pa.large_string()), reasons  # Arrow: returned as buffers, not 100k objects
 
 
-def normalize_phone_column(raw: pd.Series, countries: pd.Series, default_region: str) -> tuple[list[pa.Array], np.ndarray]:
+def normalize_phone_column(
+    raw: pd.Series, countries: pd.Series, default_region: str
+) -> tuple[list[pa.Array], np.ndarray]:
     """``normalize_phones`` over whole columns, in chunks, on every core.
 
     phonenumbers is pure Python, so one process uses one core; the chunks go to forked workers

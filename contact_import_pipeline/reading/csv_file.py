@@ -36,6 +36,7 @@ import re
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -43,8 +44,8 @@ import pyarrow as pa
 
 from contact_import_pipeline.errors import CsvFileError
 from contact_import_pipeline.model import Reject
-from contact_import_pipeline.vocabulary import Reason
 from contact_import_pipeline.settings import Limits
+from contact_import_pipeline.vocabulary import Reason
 
 # Candidate delimiters, in tie-break order (comma is the CSV default and the single-column answer).
 DELIMITERS = (",", ";", "\t", "|")
@@ -95,8 +96,9 @@ _BINARY_BYTES = bytes(b for b in range(32) if b not in (9, 10, 12, 13, 26, 27))
 _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")
 
 
-def _latin1_fallback(error: UnicodeDecodeError) -> tuple[str, int]:
+def _latin1_fallback(error: UnicodeError) -> tuple[str, int]:
     """Read the bytes cp1252 leaves undefined as their Latin-1 characters (U+0081 etc.)."""
+    assert isinstance(error, UnicodeDecodeError)  # registered for decoding only
     bad = error.object[error.start : error.end]
     return bad.decode("latin-1"), error.end
 
@@ -158,17 +160,12 @@ def _refuse_non_text(data: bytes, source: str) -> None:
         if data.startswith(magic):
             hint = " (an Excel .xlsx workbook: save it as CSV instead)" if b"xl/" in data[:4096] else ""
             raise CsvFileError(
-                f"{source}: is a compressed ({kind}) file, not CSV{hint}; "
-                "unpack it and upload the .csv inside"
+                f"{source}: is a compressed ({kind}) file, not CSV{hint}; unpack it and upload the .csv inside"
             )
     if _BZIP2.match(data):
-        raise CsvFileError(
-            f"{source}: is a compressed (bzip2) file, not CSV; unpack it and upload the .csv inside"
-        )
+        raise CsvFileError(f"{source}: is a compressed (bzip2) file, not CSV; unpack it and upload the .csv inside")
     if data.startswith(_OLE2_MAGIC):
-        raise CsvFileError(
-            f"{source}: is an Excel 97-2003 workbook (.xls), not CSV; open it and save as CSV UTF-8"
-        )
+        raise CsvFileError(f"{source}: is an Excel 97-2003 workbook (.xls), not CSV; open it and save as CSV UTF-8")
     if any(data.startswith(bom) for bom, _, _ in _BOMS):
         return
     sample = data[:_SNIFF_BYTES]
@@ -178,13 +175,10 @@ def _refuse_non_text(data: bytes, source: str) -> None:
     half = len(sample) / 2
     if max(even_nuls, odd_nuls) > 0.3 * half and min(even_nuls, odd_nuls) < 0.05 * half:
         raise CsvFileError(
-            f"{source}: looks like UTF-16 text without a byte-order mark; "
-            "re-save it as CSV UTF-8 and upload it again"
+            f"{source}: looks like UTF-16 text without a byte-order mark; re-save it as CSV UTF-8 and upload it again"
         )
     if len(sample) - len(sample.translate(None, _BINARY_BYTES)) > 0.1 * len(sample):
-        raise CsvFileError(
-            f"{source}: is a binary file, not CSV text; export the contacts as CSV and upload that"
-        )
+        raise CsvFileError(f"{source}: is a binary file, not CSV text; export the contacts as CSV and upload that")
 
 
 def _decode(data: bytes, source: str) -> tuple[str, str]:
@@ -225,9 +219,11 @@ _QUOTED = re.compile(r'"[^"]*"')
 
 def _sniff_delimiter(text: str) -> str:
     """The candidate delimiter seen most often outside quotes on the header line."""
-    start = re.search(r"\S", text).start()  # the caller has checked that text is not blank
-    start = max(text.rfind("\n", 0, start), text.rfind("\r", 0, start)) + 1
-    header = _QUOTED_OR_PLAIN.match(text, start, start + _SNIFF_BYTES).group()
+    first = re.search(r"\S", text)
+    assert first is not None  # the caller has checked that text is not blank
+    start = max(text.rfind("\n", 0, first.start()), text.rfind("\r", 0, first.start())) + 1
+    match = _QUOTED_OR_PLAIN.match(text, start, start + _SNIFF_BYTES)
+    header = match.group() if match else ""
     unquoted = _QUOTED.sub("", header)
     counts = [unquoted.count(candidate) for candidate in DELIMITERS]
     best = max(counts)
@@ -244,9 +240,12 @@ class _Records:
 
     def __init__(self, text: str, delimiter: str, max_field_chars: int) -> None:
         self.lines = _split_lines(text)
-        self._dialect: dict[str, object] = {
-            "delimiter": delimiter, "quotechar": '"', "doublequote": True,
-            "skipinitialspace": False, "strict": False,
+        self._dialect: dict[str, Any] = {
+            "delimiter": delimiter,
+            "quotechar": '"',
+            "doublequote": True,
+            "skipinitialspace": False,
+            "strict": False,
         }
         self.first = self.line = 0  # first and last line of the current record (1-based)
         # Lines that could hold a NUL or an over-long field; a record on any other line needs no
@@ -260,7 +259,7 @@ class _Records:
 
     def _restart(self, lines_before: int) -> None:
         self.line = self._lines_before = lines_before
-        lines = iter(self.lines)
+        lines: Any = iter(self.lines)
         lines.__setstate__(lines_before)  # a list iterator can start anywhere without copying
         self._reader = csv.reader(lines, **self._dialect)
 

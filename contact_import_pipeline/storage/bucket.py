@@ -13,7 +13,7 @@ import os
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -113,9 +113,7 @@ class ContactBucket(ABC):
 
     def read_options(self, key: str) -> dict[str, Any]:
         """Options for an upload: S3 user metadata overridden by the ``<key>.json`` sidecar."""
-        options: dict[str, Any] = {
-            name.replace("-", "_"): value for name, value in self._user_metadata(key).items()
-        }
+        options: dict[str, Any] = {name.replace("-", "_"): value for name, value in self._user_metadata(key).items()}
         sidecar = key + OPTIONS_SUFFIX
         size = self._size(sidecar)
         if size is None:
@@ -256,9 +254,7 @@ class S3Bucket(ContactBucket):
     @property
     def client(self) -> Any:
         """A boto3 client shared by every resource instance with the same settings."""
-        return _s3_client(
-            self.endpoint_url, self.region_name, self.aws_access_key_id, self.aws_secret_access_key
-        )
+        return _s3_client(self.endpoint_url, self.region_name, self.aws_access_key_id, self.aws_secret_access_key)
 
     def _full(self, key: str) -> str:
         prefix = self.prefix.strip("/")
@@ -270,9 +266,7 @@ class S3Bucket(ContactBucket):
 
     def list_objects(self, prefix: str = "") -> Iterator[BucketObject]:
         strip = len(self._full(""))
-        pages = self.client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=self._full(prefix)
-        )
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._full(prefix))
         try:
             for page in pages:
                 for item in page.get("Contents", []):

@@ -8,7 +8,6 @@ their own metadata, which is what lets ``undo_import`` remove exactly what an im
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,7 +31,6 @@ from contact_import_pipeline.storage.schema import (
     normalize_url,
 )
 from contact_import_pipeline.storage.writers import LOOKUP_CHUNK, NotInserted, pg_insert, sqlite_insert
-
 
 # One text parameter has no such limit; 100k phones keep each lookup query under a second.
 PG_LOOKUP_CHUNK = 100_000
@@ -89,7 +87,9 @@ class ContactsStore:
         if self.is_postgres:
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": name})
 
-    def existing_phones(self, workspace_id: str, phones: Sequence[str], planned: frozenset[str] = frozenset()) -> set[str]:
+    def existing_phones(
+        self, workspace_id: str, phones: Sequence[str], planned: frozenset[str] = frozenset()
+    ) -> set[str]:
         """The given phones that already exist in the workspace (never the whole workspace).
 
         ``planned`` are phones this run's imports planned on an earlier attempt (``recorded_plans``):
@@ -119,7 +119,9 @@ class ContactsStore:
         """The phones each import planned on an earlier attempt (none on a first attempt)."""
         with self.engine.connect() as conn:
             rows = conn.execute(
-                sa.select(import_plans.c.import_id, import_plans.c.phones).where(import_plans.c.import_id.in_(list(import_ids)))
+                sa.select(import_plans.c.import_id, import_plans.c.phones).where(
+                    import_plans.c.import_id.in_(list(import_ids))
+                )
             )
             return {row.import_id: frozenset(row.phones.split("\n")) if row.phones else frozenset() for row in rows}
 
@@ -258,11 +260,15 @@ class ContactsStore:
             yield conn
 
 
-
-
-def _outcomes(imports: Sequence[BatchImport], batch: pd.DataFrame, not_inserted: list[NotInserted]) -> dict[str, BatchOutcome]:
+def _outcomes(
+    imports: Sequence[BatchImport], batch: pd.DataFrame, not_inserted: list[NotInserted]
+) -> dict[str, BatchOutcome]:
     """Per import: its rows in the batch, and which were merged or skipped."""
-    rows = np.bincount(batch["import"].to_numpy(dtype=np.int64), minlength=len(imports)) if len(batch) else np.zeros(len(imports), dtype=np.int64)
+    rows = (
+        np.bincount(batch["import"].to_numpy(dtype=np.int64), minlength=len(imports))
+        if len(batch)
+        else np.zeros(len(imports), dtype=np.int64)
+    )
     updated = [0] * len(imports)
     conflicts: list[list[int]] = [[] for _ in imports]
     for position, row, merged in sorted(not_inserted):
@@ -324,6 +330,6 @@ def _contact_dict(mapping: Any) -> dict[str, Any]:
     out = dict(mapping)
     out["id"] = str(out["id"])
     for key in ("created_at", "updated_at"):
-        value = out.get(key)
+        value: Any = out.get(key)
         out[key] = value.isoformat() if hasattr(value, "isoformat") else value
     return out

@@ -12,16 +12,14 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
 from contact_import_pipeline.storage.contacts import ContactsStore
-
 from contact_import_pipeline.storage.schema import contact_imports, import_batches, import_plans
-from contact_import_pipeline.vocabulary import default_import_tag
-from contact_import_pipeline.vocabulary import ImportStatus
+from contact_import_pipeline.vocabulary import ImportStatus, default_import_tag
 
 # Default tags of one workspace are looked up in this window after the earliest new one; a chain
 # of same-second uploads longer than this would be needed to reach past it.
@@ -117,15 +115,15 @@ class LedgerEntry:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _iso(value: datetime | None) -> str | None:
     if value is None:
         return None
     if value.tzinfo is None:  # SQLite returns naive datetimes; everything here is stored in UTC
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).isoformat(timespec="seconds")
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat(timespec="seconds")
 
 
 class Ledger:
@@ -147,7 +145,10 @@ class Ledger:
         """
         ids = [c.import_id for c in claims]
         with self.engine.begin() as conn:
-            known = {row.import_id: row for row in conn.execute(sa.select(contact_imports).where(contact_imports.c.import_id.in_(ids)))}
+            known = {
+                row.import_id: row
+                for row in conn.execute(sa.select(contact_imports).where(contact_imports.c.import_id.in_(ids)))
+            }
             new = [c for c in claims if c.import_id not in known]
             tags = self._settle_default_tags(conn, [c for c in new if not c.import_tag])
             now = _now()
@@ -310,7 +311,9 @@ class Ledger:
             query = query.where(contact_imports.c.workspace_id == workspace_id)
         if import_tag is not None:
             query = query.where(contact_imports.c.import_tag == import_tag)
-        query = query.order_by(contact_imports.c.started_at.desc(), contact_imports.c.root_run_id, contact_imports.c.position)
+        query = query.order_by(
+            contact_imports.c.started_at.desc(), contact_imports.c.root_run_id, contact_imports.c.position
+        )
         with self.engine.connect() as conn:
             rows = list(conn.execute(query))
             landed = self._landed(conn, [row.import_id for row in rows if row.status != ImportStatus.COMPLETED])
@@ -323,11 +326,15 @@ class Ledger:
             return {}
         b = import_batches.c
         query = (
-            sa.select(b.import_id, sa.func.count(), sa.func.sum(b.imported), sa.func.sum(b.updated), sa.func.sum(b.skipped))
+            sa.select(
+                b.import_id, sa.func.count(), sa.func.sum(b.imported), sa.func.sum(b.updated), sa.func.sum(b.skipped)
+            )
             .where(b.import_id.in_(import_ids))
             .group_by(b.import_id)
         )
-        return {row[0]: (int(row[1]), int(row[2] or 0), int(row[3] or 0), int(row[4] or 0)) for row in conn.execute(query)}
+        return {
+            row[0]: (int(row[1]), int(row[2] or 0), int(row[3] or 0), int(row[4] or 0)) for row in conn.execute(query)
+        }
 
     def record_undo(self, workspace_id: str, import_tag: str, deleted: int) -> int:
         """Stamp the undo on every import of the tag; a repeated undo that deleted nothing keeps the first stamp."""
@@ -335,7 +342,9 @@ class Ledger:
             where = sa.and_(contact_imports.c.workspace_id == workspace_id, contact_imports.c.import_tag == import_tag)
             if deleted == 0:
                 where = sa.and_(where, contact_imports.c.undone_at.is_(None))
-            return conn.execute(contact_imports.update().where(where).values(undone_at=_now(), undone_count=deleted)).rowcount
+            return conn.execute(
+                contact_imports.update().where(where).values(undone_at=_now(), undone_count=deleted)
+            ).rowcount
 
 
 def _entry(row: Any, landed: tuple[int, int, int, int] | None) -> LedgerEntry:

@@ -41,7 +41,9 @@ BUCKET_OUTPUTS_PREFIX = "_contact_import_outputs/"
 def _frame_from_table(table: pa.Table) -> pd.DataFrame:
     """Rebuild a frame pickled as an Arrow table, text columns as pandas' Arrow-backed ``str``."""
     text = pd.StringDtype("pyarrow", na_value=np.nan)
-    return table.to_pandas(types_mapper=lambda t: text if pa.types.is_string(t) or pa.types.is_large_string(t) else None)
+    return table.to_pandas(
+        types_mapper=lambda t: text if pa.types.is_string(t) or pa.types.is_large_string(t) else None
+    )
 
 
 class _FramePickler(pickle.Pickler):

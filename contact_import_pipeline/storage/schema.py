@@ -123,7 +123,7 @@ def normalize_url(url: str) -> str:
     """Make plain ``postgres(ql)://`` URLs use psycopg 3 explicitly."""
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url[len(prefix) :]
     return url
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from contact_import_pipeline.storage.bucket import ContactBucket
 from contact_import_pipeline.errors import CsvFileError, OptionsError
 from contact_import_pipeline.keys import parse_import_key
 from contact_import_pipeline.settings import URL_TIMEOUT_SECONDS
+from contact_import_pipeline.storage.bucket import ContactBucket
 from contact_import_pipeline.storage.url_source import allow_private_urls_from_env, fetch_url
 
 # Set only by the in-process CLI: a run launched over GraphQL must never read the server's files.

@@ -14,6 +14,7 @@ import os
 import socket
 import time
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import certifi
@@ -107,7 +108,11 @@ def _get(url: str, shown: str, timeout: float, allow_private: bool) -> Iterator[
     """One GET to the checked address of ``url``, without following redirects."""
     address, port = _checked_address(url, shown, allow_private)
     parts = urlsplit(url)
-    options = dict(timeout=urllib3.Timeout(connect=timeout, read=timeout), retries=False, maxsize=1)
+    options: dict[str, Any] = {
+        "timeout": urllib3.Timeout(connect=timeout, read=timeout),
+        "retries": False,
+        "maxsize": 1,
+    }
     if parts.scheme == "https":
         pool: urllib3.HTTPConnectionPool = urllib3.HTTPSConnectionPool(
             address,
@@ -124,8 +129,13 @@ def _get(url: str, shown: str, timeout: float, allow_private: bool) -> Iterator[
     headers = {"Host": parts.netloc.rsplit("@", 1)[-1], "User-Agent": "contact-import"}
     with pool:
         response = pool.urlopen(
-            "GET", target, headers=headers, redirect=False, retries=False,
-            preload_content=False, assert_same_host=False,
+            "GET",
+            target,
+            headers=headers,
+            redirect=False,
+            retries=False,
+            preload_content=False,
+            assert_same_host=False,
         )
         try:
             yield response

@@ -70,7 +70,9 @@ def _arrow_batch(imports: Sequence[BatchImport], batch: pd.DataFrame) -> pa.Tabl
     return table
 
 
-def pg_insert(conn: sa.Connection, imports: Sequence[BatchImport], batch: pd.DataFrame, update: bool) -> list[NotInserted]:
+def pg_insert(
+    conn: sa.Connection, imports: Sequence[BatchImport], batch: pd.DataFrame, update: bool
+) -> list[NotInserted]:
     """Insert (or merge) the batch in (workspace, phone) order; returns the rows not inserted.
 
     Usually the batch is COPied straight into contacts: dedupe has already set aside the phones
@@ -84,7 +86,7 @@ def pg_insert(conn: sa.Connection, imports: Sequence[BatchImport], batch: pd.Dat
     if len({share.workspace_id for share in imports}) > 1:
         keys.insert(0, ("workspace_id", "ascending"))
     table = _arrow_batch(imports, batch).sort_by(keys)
-    dbapi = conn.connection.driver_connection
+    dbapi: Any = conn.connection.driver_connection  # psycopg's own connection: COPY and RETURNING rows
     with dbapi.cursor() as cur:
         if not update and _copy_straight_in(cur, table):
             return []
@@ -146,7 +148,9 @@ def _csv_bytes(table: pa.Table) -> memoryview:
     return sink.getbuffer()
 
 
-def sqlite_insert(conn: sa.Connection, imports: Sequence[BatchImport], batch: pd.DataFrame, update: bool) -> list[NotInserted]:
+def sqlite_insert(
+    conn: sa.Connection, imports: Sequence[BatchImport], batch: pd.DataFrame, update: bool
+) -> list[NotInserted]:
     """Insert new phones in (workspace, phone) order and, when ``update``, merge the existing ones.
 
     The transaction holds SQLite's write lock (BEGIN IMMEDIATE), so the lookups cannot go stale.
@@ -171,16 +175,28 @@ def sqlite_insert(conn: sa.Connection, imports: Sequence[BatchImport], batch: pd
                     )
                 ).scalars()
             )
-        for record, line in zip(records, rows["row"]):
-            values = dict(zip(BATCH_COLUMNS, record))
+        for record, line in zip(records, rows["row"], strict=True):
+            values = dict(zip(BATCH_COLUMNS, record, strict=True))
             if record[phone_at] not in existing:
                 new_rows.append(
-                    {"id": uuid.uuid4(), "workspace_id": share.workspace_id, **values, "tags": [share.import_tag], "metadata": share.metadata}
+                    {
+                        "id": uuid.uuid4(),
+                        "workspace_id": share.workspace_id,
+                        **values,
+                        "tags": [share.import_tag],
+                        "metadata": share.metadata,
+                    }
                 )
                 continue
             not_inserted.append((int(position), int(line), True if update else None))
             if update:
-                merged.append({"b_workspace": share.workspace_id, "b_tag": share.import_tag, **{f"b_{c}": v for c, v in values.items()}})
+                merged.append(
+                    {
+                        "b_workspace": share.workspace_id,
+                        "b_tag": share.import_tag,
+                        **{f"b_{c}": v for c, v in values.items()},
+                    }
+                )
     if new_rows:
         conn.execute(contacts.insert(), sorted(new_rows, key=lambda r: (r["workspace_id"], r["phone_number"])))
     if merged:
@@ -191,10 +207,8 @@ def sqlite_insert(conn: sa.Connection, imports: Sequence[BatchImport], batch: pd
 def _sqlite_fill(column: str) -> sa.ColumnElement[Any]:
     """The column's value, or the row's when the column is NULL or '' and the row has one."""
     current = contacts.c[column]
-    given = sa.bindparam(f"b_{column}")
-    return sa.case(
-        (sa.and_(sa.or_(current.is_(None), current == ""), given != ""), given), else_=current
-    )
+    given: sa.BindParameter[str] = sa.bindparam(f"b_{column}")
+    return sa.case((sa.and_(sa.or_(current.is_(None), current == ""), given != ""), given), else_=current)
 
 
 def _sqlite_tags_with(tag: sa.BindParameter[str]) -> sa.ColumnElement[Any]:
