@@ -1,17 +1,18 @@
-# Two entry points for a fresh machine (see README): `make demo` and `make test`.
-# Both install into the project-local virtualenv .venv and reinstall when pyproject.toml changes.
+# Entry points (see README): `make demo` and `make test` for a fresh machine; `make lint` and
+# `make test-fast` while working. All install into the project-local virtualenv .venv and
+# reinstall when pyproject.toml changes.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test
+.PHONY: demo test test-fast lint
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test,celery]'
+	$(BIN)/pip install --quiet -e '.[test,celery,dev]'
 	touch $@
 
 demo: $(VENV)/.installed
@@ -21,3 +22,9 @@ demo: $(VENV)/.installed
 # live server on one worker.
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -n auto --dist loadgroup -ra $(PYTEST_ARGS)
+
+# Style, import order, formatting and types of the package, its tests and the benchmark.
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
