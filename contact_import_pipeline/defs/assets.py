@@ -38,6 +38,9 @@ from contact_import_pipeline.vocabulary import (
 GROUP = "contact_import"
 INSERT_STEP_TAG = {"contact_import/step": "insert"}
 LOGGED_FILES = 10  # files of a run described one by one in its log
+# Steps that read each stage's output, when more than one (a run in one process drops an output
+# once they have all finished): plan_batches and summarize read the deduplicated imports.
+OUTPUT_READERS = {"deduped_contacts": 2}
 
 
 def _root(context: dg.OpExecutionContext | dg.AssetExecutionContext) -> str:

@@ -24,6 +24,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from contact_import_pipeline.defs.assets import OUTPUT_READERS
 from contact_import_pipeline.defs.resources import BucketResource
 from contact_import_pipeline.storage.bucket import ContactBucket, S3Bucket
 from contact_import_pipeline.storage.outputs import (
@@ -43,27 +44,34 @@ def output_store(instance: dg.DagsterInstance, bucket: ContactBucket) -> OutputS
     return LocalOutputs(Path(instance.storage_directory()) / LOCAL_OUTPUTS_FOLDER)
 
 
+def _output_path(context: dg.OutputContext) -> str:
+    """``<run id>/<step key>/<output>[/<mapping key>]``: a dynamic output has one per mapping key."""
+    path = f"{context.run_id}/{context.step_key}/{context.name}"
+    return f"{path}/{context.mapping_key}" if context.mapping_key else path
+
+
 class _RunScopedIOManager(dg.IOManager):
     def __init__(self, store: OutputStore) -> None:
         self.store = store
 
-    @staticmethod
-    def _path(context: dg.OutputContext) -> str:
-        """``<run id>/<step key>/<output>[/<mapping key>]``: a dynamic output has one per mapping key."""
-        path = f"{context.run_id}/{context.step_key}/{context.name}"
-        return f"{path}/{context.mapping_key}" if context.mapping_key else path
-
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
-        self.store.write(self._path(context), obj)
+        if isinstance(self.store, MemoryOutputs):
+            self.store.step_finished()  # the step is done with its inputs
+        self.store.write(_output_path(context), obj)
 
     def load_input(self, context: dg.InputContext) -> Any:
         upstream = context.upstream_output
         if upstream is None:
             raise dg.Failure(description=f"input {context.name} has no upstream output to load")
         try:
-            return self.store.read(self._path(upstream))
+            return self.store.read(_output_path(upstream))
         except OutputMissing as exc:
             raise dg.Failure(description=str(exc.args[0])) from exc
+
+
+def _readers(path: str) -> int:
+    """How many steps read the output at ``path`` (``<run>/<step>/<output>...``)."""
+    return OUTPUT_READERS.get(path.split("/")[1], 1)
 
 
 class ContactImportIOManager(dg.ConfigurableIOManagerFactory):
@@ -78,7 +86,7 @@ class ContactImportIOManager(dg.ConfigurableIOManagerFactory):
 
     def create_io_manager(self, context: dg.InitResourceContext) -> dg.IOManager:
         if self.in_memory:
-            return _RunScopedIOManager(MemoryOutputs())
+            return _RunScopedIOManager(MemoryOutputs(_readers))
         instance = context.instance or dg.DagsterInstance.get()
         return _RunScopedIOManager(output_store(instance, self.bucket.open()))
 

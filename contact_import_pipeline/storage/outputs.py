@@ -16,7 +16,7 @@ import shutil
 import struct
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -176,13 +176,24 @@ class BucketOutputs(OutputStore):
 
 
 class MemoryOutputs(OutputStore):
-    """Outputs kept in the run's own process: for runs whose steps all execute in one process."""
+    """Outputs kept in the run's own process: for runs whose steps all execute in one process.
 
-    def __init__(self) -> None:
+    An output is dropped as soon as every step that reads it has finished (``readers`` says how
+    many do), so a big file's stages do not all stay in memory until the run ends. The steps of
+    such a run execute one after another, so the outputs read since the last step finished are the
+    current step's inputs; a step that fails and is retried reads them again, and nothing goes
+    before it succeeds.
+    """
+
+    def __init__(self, readers: Callable[[str], int]) -> None:
+        self.readers = readers
         self.objects: dict[str, Any] = {}
+        self.unread: dict[str, int] = {}  # readers of each output that have not finished yet
+        self.reading: set[str] = set()  # outputs the current step has read
 
     def write(self, path: str, obj: Any) -> None:
         self.objects[path] = obj
+        self.unread[path] = self.readers(path)
 
     def read(self, path: str) -> Any:
         if path not in self.objects:
@@ -190,7 +201,16 @@ class MemoryOutputs(OutputStore):
                 f"step output {path} is not in this process: a run with in_memory outputs must run "
                 "every step in one process and cannot be re-executed from failure; re-execute it with ALL_STEPS"
             )
+        self.reading.add(path)
         return self.objects[path]
+
+    def step_finished(self) -> None:
+        """The current step succeeded: its inputs lose a reader, and go when none is left."""
+        for path in self.reading:
+            self.unread[path] -= 1
+            if self.unread[path] <= 0:
+                del self.objects[path], self.unread[path]
+        self.reading.clear()
 
     def runs(self) -> dict[str, float]:
         return {}
