@@ -23,6 +23,12 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -n auto --dist loadgroup -ra $(PYTEST_ARGS)
 
+# While working: every test of one module or function (e2e/ runs whole imports and is left out), with no
+# PostgreSQL, no servers and nothing slow; about 30 s on 2 cores.
+test-fast: $(VENV)/.installed
+	$(BIN)/python -m pytest -n auto -q -m "not postgres and not servers and not slow" \
+		--ignore=contact_import_tests/e2e $(PYTEST_ARGS)
+
 # Style, import order, formatting and types of the package, its tests and the benchmark.
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

@@ -114,17 +114,21 @@ def prepare_normalized(csv_path: Path) -> dict[str, int]:
 def copy_file(dbname: str, normalized: Path, workspace_id: str = WORKSPACE_ID) -> None:
     """COPY a normalized file into contacts in one transaction, rewriting its workspace if asked."""
     columns = ", ".join(CONTACT_COLUMNS)
-    with psycopg.connect(conninfo(dbname)) as conn, conn.cursor() as cur:
-        with cur.copy(f"COPY contacts ({columns}) FROM STDIN WITH (FORMAT csv, HEADER true)") as copy:
-            with normalized.open("rb") as handle:
-                if workspace_id == WORKSPACE_ID:
-                    while block := handle.read(COPY_BLOCK_BYTES):
-                        copy.write(block)
-                else:
-                    prefix = WORKSPACE_ID.encode() + b","
-                    replacement = workspace_id.encode() + b","
-                    for line in handle:
-                        copy.write(line.replace(prefix, replacement, 1) if line.startswith(prefix) else line)
+    copy_sql = f"COPY contacts ({columns}) FROM STDIN WITH (FORMAT csv, HEADER true)"
+    with (
+        psycopg.connect(conninfo(dbname)) as conn,
+        conn.cursor() as cur,
+        cur.copy(copy_sql) as copy,
+        normalized.open("rb") as handle,
+    ):
+        if workspace_id == WORKSPACE_ID:
+            while block := handle.read(COPY_BLOCK_BYTES):
+                copy.write(block)
+        else:
+            prefix = WORKSPACE_ID.encode() + b","
+            replacement = workspace_id.encode() + b","
+            for line in handle:
+                copy.write(line.replace(prefix, replacement, 1) if line.startswith(prefix) else line)
 
 
 def run_copy(csv_path: Path) -> dict[str, float]:
@@ -214,8 +218,13 @@ def run_to_sql(csv_path: Path) -> dict[str, float]:
         frame["workspace_id"] = WORKSPACE_ID
         frame["tags"] = [json.loads(IMPORT_TAG_JSON)] * len(frame)
         frame[list(CONTACT_COLUMNS)].to_sql(
-            "contacts", engine, if_exists="append", index=False, method=None,
-            chunksize=TO_SQL_CHUNKSIZE, dtype={"tags": JSONB()},
+            "contacts",
+            engine,
+            if_exists="append",
+            index=False,
+            method=None,
+            chunksize=TO_SQL_CHUNKSIZE,
+            dtype={"tags": JSONB()},
         )
         seconds = time.perf_counter() - started
         engine.dispose()

@@ -1,6 +1,6 @@
-"""Shared pieces of the harness: data paths, throw-away PostgreSQL databases, the contacts schema,
-memory measurement and server processes. Nothing here imports the pipeline unconditionally, so the
-baselines run before the pipeline exists."""
+"""Shared pieces of the harness: data paths, throw-away PostgreSQL databases, the contacts schema
+and memory measurement (server processes: ``contact_import_tests.helpers.process_group``). Nothing
+here imports the pipeline unconditionally, so the baselines run before the pipeline exists."""
 
 from __future__ import annotations
 
@@ -9,11 +9,9 @@ import importlib.util
 import os
 import resource
 import secrets
-import signal
-import subprocess
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -34,13 +32,28 @@ ADMIN_CONNINFO = f"postgresql://postgres@{PG_HOST}/postgres"
 
 # Columns of the normalized, deduplicated file, in the order COPY reads them.
 CONTACT_COLUMNS = (
-    "workspace_id", "phone_number", "firstname", "lastname", "email", "lead_source",
-    "st_address", "city", "state", "zip", "tags",
+    "workspace_id",
+    "phone_number",
+    "firstname",
+    "lastname",
+    "email",
+    "lead_source",
+    "st_address",
+    "city",
+    "state",
+    "zip",
+    "tags",
 )
 # Source header -> contacts column, for the files bench.generate writes.
 HEADER_TO_COLUMN = {
-    "First Name": "firstname", "Last Name": "lastname", "Email": "email", "Address": "st_address",
-    "City": "city", "State": "state", "Zip": "zip", "Lead Source": "lead_source",
+    "First Name": "firstname",
+    "Last Name": "lastname",
+    "Email": "email",
+    "Address": "st_address",
+    "City": "city",
+    "State": "state",
+    "Zip": "zip",
+    "Lead Source": "lead_source",
 }
 PHONE_HEADER = "Phone"
 WORKSPACE_ID = "bench"
@@ -49,8 +62,6 @@ IMPORT_TAG_JSON = '["import:2024-06-01T00:00:00Z"]'
 
 # Seconds to wait for sessions (autovacuum) to leave a template database before giving up.
 TEMPLATE_BUSY_RETRIES = 60
-# Seconds a stopped server's process group gets to exit on SIGTERM before the rest is killed.
-STOP_GRACE_SECONDS = 15.0
 
 FALLBACK_DDL = """
 CREATE TABLE contacts (id UUID PRIMARY KEY DEFAULT gen_random_uuid(), workspace_id TEXT NOT NULL,
@@ -209,7 +220,7 @@ class TreeSampler:
             self.total_kib = max(self.total_kib, sum(_rss_kib(p) for p in pids))
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> "TreeSampler":
+    def __enter__(self) -> TreeSampler:
         self._thread.start()
         return self
 
@@ -224,46 +235,3 @@ class TreeSampler:
     @property
     def total_mb(self) -> float:
         return self.total_kib / 1024
-
-
-def _default_signals() -> None:
-    """A shell without job control starts background jobs with SIGINT ignored; undo that."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-def _signal_group(process: subprocess.Popen, sig: signal.Signals) -> None:
-    try:
-        os.killpg(process.pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-@contextlib.contextmanager
-def process_group(command: list[str], env: Mapping[str, str], log: Path) -> Iterator[subprocess.Popen]:
-    """Run ``command`` from the repository root in a process group of its own, stopped as a whole.
-
-    A Dagster daemon or webserver starts code servers and run workers; stopping only the parent
-    would leave them running (and holding database connections) after the bench.
-    """
-    with log.open("ab") as output:
-        process = subprocess.Popen(
-            command,
-            cwd=REPO_DIR,
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_default_signals,
-        )
-    try:
-        yield process
-    finally:
-        _signal_group(process, signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_GRACE_SECONDS)
-        except subprocess.TimeoutExpired:
-            pass
-        _signal_group(process, signal.SIGKILL)  # stragglers: code servers, run workers
-        process.wait()

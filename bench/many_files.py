@@ -49,16 +49,15 @@ from typing import Any
 import psycopg
 
 from bench.common import (
-    PG_HOST,
     REPO_DIR,
     SEED,
     conninfo,
     create_database,
     create_schema,
     drop_database,
-    process_group,
     sqlalchemy_url,
 )
+from contact_import_tests.helpers import dagster_pg_env, free_port, process_group
 
 DEFAULT_FILES = 1000
 DEFAULT_ROWS = 300
@@ -121,14 +120,14 @@ class World:
 
     def env(self, **extra: str) -> dict[str, str]:
         """Environment of the daemon and webserver: only what this world sets of CONTACT*/DAGSTER*."""
+        from contact_import_pipeline.settings import SENSOR_INTERVAL_ENV
         from contact_import_pipeline.storage.bucket import BUCKET_DIR_ENV
         from contact_import_pipeline.storage.schema import DATABASE_URL_ENV
-        from contact_import_pipeline.settings import SENSOR_INTERVAL_ENV
 
         clean = {k: v for k, v in os.environ.items() if not k.startswith(("CONTACT", "DAGSTER"))}
         return {
             **clean,
-            **dagster_pg_env(self.instance_db),
+            **dagster_pg_env(sqlalchemy_url(self.instance_db)),
             "DAGSTER_HOME": str(self.home),
             "PYTHONUNBUFFERED": "1",
             DATABASE_URL_ENV: self.contacts_url,
@@ -136,18 +135,6 @@ class World:
             SENSOR_INTERVAL_ENV: str(self.interval),
             **extra,
         }
-
-
-def dagster_pg_env(dbname: str) -> dict[str, str]:
-    """DAGSTER_PG_* that the production dagster.yaml reads (trust auth: empty password)."""
-    host, _, port = PG_HOST.partition(":")
-    return {
-        "DAGSTER_PG_HOST": host,
-        "DAGSTER_PG_PORT": port or "5432",
-        "DAGSTER_PG_USER": "postgres",
-        "DAGSTER_PG_PASSWORD": "",
-        "DAGSTER_PG_DB": dbname,
-    }
 
 
 # --- input files ----------------------------------------------------------------------------------
@@ -274,7 +261,8 @@ def daemon(world: World, instance: Any, env: dict[str, str], name: str) -> Itera
     """A dagster-daemon, yielded once every daemon is healthy and the sensor has ticked since its start."""
     started = time.time()
     log_file = world.logs / f"{name}.log"
-    with process_group([str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], env, log_file) as process:
+    command = [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"]
+    with process_group(command, env=env, log=log_file, cwd=REPO_DIR) as process:
 
         def ready() -> bool:
             if process.poll() is not None:
@@ -290,21 +278,19 @@ def daemon(world: World, instance: Any, env: dict[str, str], name: str) -> Itera
 @contextlib.contextmanager
 def webserver(world: World, env: dict[str, str]) -> Iterator[str]:
     """A dagster-webserver; yields its URL once it has loaded the code location."""
-    import socket
-
     from contact_import_pipeline.app.graphql import DagsterApi, DagsterApiError
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     log_file = world.logs / "webserver.log"
     command = [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"]
-    with process_group(command, env, log_file) as process:
+    with process_group(command, env=env, log=log_file, cwd=REPO_DIR) as process:
 
         def loaded() -> bool:
             if process.poll() is not None:
-                raise RuntimeError(f"dagster-webserver exited with {process.returncode}: {log_file.read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"dagster-webserver exited with {process.returncode}: {log_file.read_text()[-3000:]}"
+                )
             try:
                 DagsterApi(url).check_location()
                 return True
@@ -348,8 +334,12 @@ def import_runs(instance: Any) -> list[Any]:
 def wait_idle(world: World, instance: Any, log_name: str = "daemon") -> None:
     """Wait until every import run has finished: a file is archived before its run ends, and a
     daemon stopped (or a next file landed) meanwhile would kill (or queue behind) that run."""
-    wait_for(lambda: all(r.dagster_run.is_finished for r in import_runs(instance)), RUNS_FINISH_TIMEOUT_SECONDS,
-             "the import runs to finish", world.logs / f"{log_name}.log")
+    wait_for(
+        lambda: all(r.dagster_run.is_finished for r in import_runs(instance)),
+        RUNS_FINISH_TIMEOUT_SECONDS,
+        "the import runs to finish",
+        world.logs / f"{log_name}.log",
+    )
 
 
 def run_figures(records: list[Any]) -> dict[str, Any]:
@@ -361,7 +351,9 @@ def run_figures(records: list[Any]) -> dict[str, Any]:
 
     queued = [r.start_time - r.create_timestamp.timestamp() for r in records if r.start_time]
     worked = [r.end_time - r.start_time for r in records if r.start_time and r.end_time]
-    errors = [read_progress(r.dagster_run.tags).get("error") for r in records if r.dagster_run.status.value == "FAILURE"]
+    errors = [
+        read_progress(r.dagster_run.tags).get("error") for r in records if r.dagster_run.status.value == "FAILURE"
+    ]
     return {
         "runs": len(records),
         "by_status": dict(Counter(r.dagster_run.status.value for r in records)),
@@ -389,7 +381,12 @@ def ledger_check(world: World, keys: list[str]) -> dict[str, Any]:
     missing = sorted(wanted - by_key.keys())
     repeated = sorted(k for k in wanted if len(by_key.get(k, [])) > 1)
     statuses = Counter(e.status for k in wanted for e in by_key.get(k, []))
-    not_completed = [f"{e.file}: {e.status} {e.error or ''}".strip() for k in sorted(wanted) for e in by_key.get(k, []) if e.status != "completed"]
+    not_completed = [
+        f"{e.file}: {e.status} {e.error or ''}".strip()
+        for k in sorted(wanted)
+        for e in by_key.get(k, [])
+        if e.status != "completed"
+    ]
     return {
         "completed_exactly_once": not missing and not repeated and statuses == Counter({"completed": len(wanted)}),
         "entries": sum(len(by_key.get(k, [])) for k in wanted),
@@ -433,7 +430,9 @@ def compare_contacts(pipeline_db: str, reference_db: str, workspaces: list[str])
             "only_pipeline": len(a.keys() - b.keys()),
             "only_reference": len(b.keys() - a.keys()),
             "other_fields": len(changed),
-            "example": {"phone": changed[0], "pipeline": a[changed[0]], "reference": b[changed[0]]} if changed else None,
+            "example": {"phone": changed[0], "pipeline": a[changed[0]], "reference": b[changed[0]]}
+            if changed
+            else None,
         }
     return result
 
@@ -480,16 +479,18 @@ def measure_single_local(world: World, instance: Any, paths: list[Path], workspa
 
 def measure_trigger(world: World, instance: Any, url: str, paths: list[Path], workspace: str) -> list[dict[str, Any]]:
     """``trigger_import`` of one local file, then the run's status every 0.2 s until it finished."""
-    from contact_import_pipeline.storage.bucket import LocalFolderBucket
     from contact_import_pipeline.app.graphql import DagsterApi
     from contact_import_pipeline.app.trigger import trigger_import
+    from contact_import_pipeline.storage.bucket import LocalFolderBucket
 
     api = DagsterApi(url)
     out = []
     for path in paths:
         wait_idle(world, instance)
         started = time.perf_counter()
-        result = trigger_import([str(path)], workspace, dagster_url=url, bucket=LocalFolderBucket(root=str(world.bucket)))
+        result = trigger_import(
+            [str(path)], workspace, dagster_url=url, bucket=LocalFolderBucket(root=str(world.bucket))
+        )
         deadline = time.monotonic() + SINGLE_TIMEOUT_SECONDS
         while not (state := api.read_run(result.run_id)).finished and time.monotonic() < deadline:
             time.sleep(POLL_SECONDS)
@@ -514,12 +515,22 @@ def measure_single_s3(world: World, instance: Any, paths: list[Path], workspace:
         host, port = server.get_host_and_port()
         endpoint = f"http://{host}:{port}"
         client = boto3.client(
-            "s3", endpoint_url=endpoint, region_name=S3_REGION,
-            aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"], aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            "s3",
+            endpoint_url=endpoint,
+            region_name=S3_REGION,
+            aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
         )
         client.create_bucket(Bucket=S3_BUCKET_NAME)
-        env = world.env(**{BUCKET_ENV: "s3", S3_BUCKET_ENV: S3_BUCKET_NAME, S3_ENDPOINT_ENV: endpoint,
-                           "AWS_DEFAULT_REGION": S3_REGION, **S3_CREDENTIALS})
+        env = world.env(
+            **{
+                BUCKET_ENV: "s3",
+                S3_BUCKET_ENV: S3_BUCKET_NAME,
+                S3_ENDPOINT_ENV: endpoint,
+                "AWS_DEFAULT_REGION": S3_REGION,
+                **S3_CREDENTIALS,
+            }
+        )
         seconds: list[float | None] = []
         with daemon(world, instance, env, "daemon-s3"):
             for path in paths:
@@ -548,8 +559,8 @@ def evaluate_sensor(instance: Any, folder: Path) -> dict[str, Any]:
     as new (pending), the second requests their runs and is the one that counts."""
     import dagster as dg
 
-    from contact_import_pipeline.storage.bucket import LocalFolderBucket
     from contact_import_pipeline.defs.sensors import new_files_sensor
+    from contact_import_pipeline.storage.bucket import LocalFolderBucket
 
     bucket = LocalFolderBucket(root=str(folder))
     timings, cursor, result = [], None, None
@@ -574,8 +585,12 @@ def measure_daemon_tick(world: World, instance: Any, folder: Path, workspaces: l
     with daemon(world, instance, world.env(), "daemon-tick"):
         # Land right after a tick ended, so the next tick sees every file at once.
         latest = sensor_ticks(instance)[0].timestamp
-        wait_for(lambda: sensor_ticks(instance)[0].timestamp > latest and sensor_ticks(instance)[0].is_completed,
-                 START_TIMEOUT_SECONDS, "a sensor tick", world.logs / "daemon-tick.log")
+        wait_for(
+            lambda: sensor_ticks(instance)[0].timestamp > latest and sensor_ticks(instance)[0].is_completed,
+            START_TIMEOUT_SECONDS,
+            "a sensor tick",
+            world.logs / "daemon-tick.log",
+        )
         for ws in workspaces:
             os.rename(folder / ws, world.bucket / ws)
         landed = time.time()
@@ -583,7 +598,12 @@ def measure_daemon_tick(world: World, instance: Any, folder: Path, workspaces: l
         def after() -> list[Any]:
             return [t for t in reversed(sensor_ticks(instance)) if t.timestamp >= landed and t.is_completed]
 
-        wait_for(lambda: len(after()) >= 2, START_TIMEOUT_SECONDS, "two sensor ticks over the files", world.logs / "daemon-tick.log")
+        wait_for(
+            lambda: len(after()) >= 2,
+            START_TIMEOUT_SECONDS,
+            "two sensor ticks over the files",
+            world.logs / "daemon-tick.log",
+        )
         pending, requesting = after()[:2]
     return {
         "pending_tick_s": round(pending.end_timestamp - pending.timestamp, 2),
@@ -598,14 +618,29 @@ def run_reference(uploads: list[Upload], source: Callable[[Upload], Path], dbnam
     started = time.perf_counter()
     inside = 0.0
     for upload in uploads:
-        command = [sys.executable, "-m", "bench.baselines", "reference-file", str(source(upload)),
-                   "--workspace", upload.workspace, "--database", dbname]
+        command = [
+            sys.executable,
+            "-m",
+            "bench.baselines",
+            "reference-file",
+            str(source(upload)),
+            "--workspace",
+            upload.workspace,
+            "--database",
+            dbname,
+        ]
         done = subprocess.run(command, cwd=REPO_DIR, capture_output=True, text=True)
         if done.returncode != 0:
-            raise RuntimeError(f"reference script on {upload.key} exited {done.returncode}: {done.stderr.strip()[-500:]}")
+            raise RuntimeError(
+                f"reference script on {upload.key} exited {done.returncode}: {done.stderr.strip()[-500:]}"
+            )
         inside += json.loads(done.stdout.strip().splitlines()[-1])["seconds"]
     wall = time.perf_counter() - started
-    return {"wall_s": round(wall, 2), "files_per_min": round(len(uploads) / wall * 60, 1), "script_s_sum": round(inside, 2)}
+    return {
+        "wall_s": round(wall, 2),
+        "files_per_min": round(len(uploads) / wall * 60, 1),
+        "script_s_sum": round(inside, 2),
+    }
 
 
 def targets(shape: tuple[int, int], interval: int, figures: dict[str, Any]) -> list[dict[str, Any]]:
@@ -616,24 +651,43 @@ def targets(shape: tuple[int, int], interval: int, figures: dict[str, Any]) -> l
     tick = figures.get("sensor_tick", {})
     evaluation, daemon_tick = tick.get("evaluation", {}).get("seconds"), tick.get("daemon", {}).get("tick_s")
     checks: list[tuple[str, list[float | None], Callable[[float], bool] | None]] = [
-        (f"≥ {TARGET_FILES_PER_MIN:,.0f} files/min for {TARGET_SHAPE[0]:,} files of {TARGET_SHAPE[1]} rows",
-         [burst_rate], (lambda v: v >= TARGET_FILES_PER_MIN) if shape == TARGET_SHAPE else None),
-        (f"single file archived ≤ 2×interval+5 = {2 * interval + 5} s (local)",
-         figures.get("single_local", []), lambda v: v <= 2 * interval + 5),
-        (f"single file archived ≤ interval+5 = {interval + 5} s (S3)",
-         figures.get("single_s3", {}).get("seconds", []), lambda v: v <= interval + 5),
+        (
+            f"≥ {TARGET_FILES_PER_MIN:,.0f} files/min for {TARGET_SHAPE[0]:,} files of {TARGET_SHAPE[1]} rows",
+            [burst_rate],
+            (lambda v: v >= TARGET_FILES_PER_MIN) if shape == TARGET_SHAPE else None,
+        ),
+        (
+            f"single file archived ≤ 2×interval+5 = {2 * interval + 5} s (local)",
+            figures.get("single_local", []),
+            lambda v: v <= 2 * interval + 5,
+        ),
+        (
+            f"single file archived ≤ interval+5 = {interval + 5} s (S3)",
+            figures.get("single_s3", {}).get("seconds", []),
+            lambda v: v <= interval + 5,
+        ),
         (f"trigger launch to done ≤ {TARGET_TRIGGER_SECONDS:.0f} s", trigger, lambda v: v <= TARGET_TRIGGER_SECONDS),
-        (f"sensor tick over {TICK_FILES:,} files < {TARGET_TICK_SECONDS:.0f} s (one evaluation)",
-         [evaluation] if evaluation is not None else [], lambda v: v < TARGET_TICK_SECONDS),
-        (f"the same, the daemon's tick (evaluation and submitting the runs) < {TARGET_TICK_SECONDS:.0f} s",
-         [daemon_tick] if daemon_tick is not None else [], lambda v: v < TARGET_TICK_SECONDS),
+        (
+            f"sensor tick over {TICK_FILES:,} files < {TARGET_TICK_SECONDS:.0f} s (one evaluation)",
+            [evaluation] if evaluation is not None else [],
+            lambda v: v < TARGET_TICK_SECONDS,
+        ),
+        (
+            f"the same, the daemon's tick (evaluation and submitting the runs) < {TARGET_TICK_SECONDS:.0f} s",
+            [daemon_tick] if daemon_tick is not None else [],
+            lambda v: v < TARGET_TICK_SECONDS,
+        ),
     ]
     out = []
     for target, values, rule in checks:
         done = [v for v in values if v is not None]
         measured = max(done) if done else None
         # A value that never came (file not archived, run not successful) misses the target.
-        met = None if rule is None or not values else (measured is not None and len(done) == len(values) and rule(measured))
+        met = (
+            None
+            if rule is None or not values
+            else (measured is not None and len(done) == len(values) and rule(measured))
+        )
         out.append({"target": target, "measured": measured, "unfinished": len(values) - len(done), "met": met})
     return out
 
@@ -644,17 +698,25 @@ def current_path(bucket: Path, upload: Upload) -> Path:
     return archived if archived.exists() else bucket / upload.key
 
 
-def measure(files: int, rows: int, workspaces: int, interval: int, parts: set[str], keep: bool, timeout: float) -> dict[str, Any]:
+def measure(
+    files: int, rows: int, workspaces: int, interval: int, parts: set[str], keep: bool, timeout: float
+) -> dict[str, Any]:
     """Every figure of the line, in one fresh world that is removed afterwards (unless ``keep``)."""
     import dagster as dg
 
     root = Path(tempfile.mkdtemp(prefix="bench_many_files_"))
     world = World(
-        home=root / "dagster_home", bucket=root / "bucket", logs=root / "logs",
-        instance_db=create_database(), contacts_db=create_database(), interval=interval,
+        home=root / "dagster_home",
+        bucket=root / "bucket",
+        logs=root / "logs",
+        instance_db=create_database(),
+        contacts_db=create_database(),
+        interval=interval,
     )
     reference_db = create_database()
-    log(f"work folder {root}, databases {world.instance_db} (dagster), {world.contacts_db} (contacts), {reference_db} (reference)")
+    log(
+        f"work folder {root}, databases {world.instance_db} (dagster), {world.contacts_db} (contacts), {reference_db} (reference)"
+    )
     instance = None
     try:
         for folder in (world.home, world.bucket, world.logs, root / "staging", root / "tick"):
@@ -662,14 +724,16 @@ def measure(files: int, rows: int, workspaces: int, interval: int, parts: set[st
         shutil.copy(REPO_DIR / "dagster.yaml", world.home / "dagster.yaml")
         create_schema(world.contacts_db)
         create_schema(reference_db)
-        os.environ.update(dagster_pg_env(world.instance_db))  # for this process's own instance
+        os.environ.update(dagster_pg_env(sqlalchemy_url(world.instance_db)))  # for this process's own instance
         instance = dg.DagsterInstance.from_config(str(world.home))
 
         extra = SINGLE_REPEATS * sum(1 for part in ("single", "trigger", "s3") if part in parts)
         uploads, extras = split_files(root / "staging", files, rows, workspaces, extra)
         for ws in {u.workspace for u in uploads}:
             (world.bucket / ws / "imports").mkdir(parents=True)
-        figures: dict[str, Any] = {"shape": {"files": files, "rows": rows, "workspaces": workspaces, "interval_s": interval}}
+        figures: dict[str, Any] = {
+            "shape": {"files": files, "rows": rows, "workspaces": workspaces, "interval_s": interval}
+        }
         exactly_once: list[str] = []
 
         with daemon(world, instance, world.env(), "daemon"):
@@ -721,10 +785,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", type=int, default=DEFAULT_FILES, help="N files in the burst")
     parser.add_argument("--rows", type=int, default=DEFAULT_ROWS, help="R rows per file")
-    parser.add_argument("--workspaces", type=int, default=DEFAULT_WORKSPACES, help="W workspaces (files go round-robin)")
+    parser.add_argument(
+        "--workspaces", type=int, default=DEFAULT_WORKSPACES, help="W workspaces (files go round-robin)"
+    )
     parser.add_argument("--interval", type=int, default=DEFAULT_INTERVAL_SECONDS, help="sensor interval S, seconds")
-    parser.add_argument("--parts", default=",".join(PARTS), help=f"besides the burst and the reference: {', '.join(PARTS)}")
-    parser.add_argument("--timeout", type=float, default=None, help="seconds to wait for the burst (default 600 + 2 per file)")
+    parser.add_argument(
+        "--parts", default=",".join(PARTS), help=f"besides the burst and the reference: {', '.join(PARTS)}"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=None, help="seconds to wait for the burst (default 600 + 2 per file)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs, bucket) and the databases")
     args = parser.parse_args(argv)
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}

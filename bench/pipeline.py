@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
@@ -43,9 +43,12 @@ from bench.common import (
     self_peak_rss_mb,
     sqlalchemy_url,
 )
+from contact_import_tests.helpers import reconstructable_job
+
+if TYPE_CHECKING:
+    import dagster as dg
 
 DEFINITIONS_MODULE = "contact_import_pipeline.defs.definitions"
-IMPORT_JOB_NAME = "import_job"
 # Environment the pipeline reads (contacts_store.DATABASE_URL_ENV, bucket.BUCKET_DIR_ENV).
 DATABASE_URL_ENV = "CONTACTS_DATABASE_URL"
 BUCKET_DIR_ENV = "CONTACT_BUCKET_DIR"
@@ -92,14 +95,22 @@ def _json_tail(text: str) -> dict[str, Any]:
 def run_cli(csv_path: Path, dbname: str, workspace_id: str = WORKSPACE_ID) -> dict[str, Any]:
     """Run the CLI import as a whole process; wall seconds and its largest process's peak RSS."""
     command = [
-        str(cli_path()), "import", str(csv_path), "--workspace", workspace_id,
-        "--database-url", sqlalchemy_url(dbname), "--json",
+        str(cli_path()),
+        "import",
+        str(csv_path),
+        "--workspace",
+        workspace_id,
+        "--database-url",
+        sqlalchemy_url(dbname),
+        "--json",
     ]
     with tempfile.TemporaryDirectory() as home:
         env = {**os.environ, "DAGSTER_HOME": home}
         Path(home, "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
         started = time.perf_counter()
-        process = subprocess.Popen(command, cwd=REPO_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        process = subprocess.Popen(
+            command, cwd=REPO_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         with TreeSampler(process.pid) as sampler:
             stdout, stderr = process.communicate()
         seconds = time.perf_counter() - started
@@ -113,13 +124,6 @@ def run_cli(csv_path: Path, dbname: str, workspace_id: str = WORKSPACE_ID) -> di
         "contacts": count_contacts(dbname, workspace_id),
         "timings": summary.get("timings"),
     }
-
-
-def import_job() -> Any:
-    """The pipeline's import job, resolved; the reconstructor every step process calls."""
-    from contact_import_pipeline.defs.definitions import defs
-
-    return defs.resolve_job_def(IMPORT_JOB_NAME)
 
 
 def ledger_timings(db_url: str, run_id: str) -> dict[str, float] | None:
@@ -143,20 +147,24 @@ def _failure_text(event: Any) -> str:
     return f"{event.step_key}: {data.error.message.strip() if data.error else event.message}"
 
 
-def _execute(job_factory: str, run_config: dict[str, Any], instance_dir: Path, tags: dict[str, str]) -> dict[str, Any]:
+def _execute(
+    job: dg.ReconstructableJob, run_config: dict[str, Any], instance_dir: Path, tags: dict[str, str]
+) -> dict[str, Any]:
     """Execute a reconstructable job under a temporary instance and time ``execute_job``."""
     import dagster as dg
 
     instance_dir.mkdir(parents=True, exist_ok=True)
     instance = dg.DagsterInstance.local_temp(tempdir=str(instance_dir), overrides={"telemetry": {"enabled": False}})
-    job = dg.build_reconstructable_job("bench.pipeline", job_factory, reconstructor_working_directory=str(REPO_DIR))
     started = time.perf_counter()
     # Step processes are children of a forkserver that outlives the run, so rusage alone misses them.
-    with TreeSampler(os.getpid()) as sampler, dg.execute_job(job, instance=instance, run_config=run_config, tags=tags) as result:
+    with (
+        TreeSampler(os.getpid()) as sampler,
+        dg.execute_job(job, instance=instance, run_config=run_config, tags=tags) as result,
+    ):
         seconds = time.perf_counter() - started
         if not result.success:
             failures = [_failure_text(e) for e in result.all_events if e.is_step_failure]
-            raise RuntimeError(f"{job_factory} run failed: {failures[:3]}")
+            raise RuntimeError(f"{job.get_definition().name} run failed: {failures[:3]}")
         steps = sum(1 for e in result.all_events if e.is_step_success)
         run_id = result.run_id
     return {
@@ -168,7 +176,9 @@ def _execute(job_factory: str, run_config: dict[str, Any], instance_dir: Path, t
     }
 
 
-def run_launched(csv_path: Path, db_url: str, workspace_id: str = WORKSPACE_ID, in_process: bool = False) -> dict[str, Any]:
+def run_launched(
+    csv_path: Path, db_url: str, workspace_id: str = WORKSPACE_ID, in_process: bool = False
+) -> dict[str, Any]:
     """Import ``csv_path`` as a launched run of the import job, a process per step.
 
     The file is put into a temporary bucket folder under ``<workspace>/imports/`` and launched with
@@ -190,7 +200,8 @@ def run_launched(csv_path: Path, db_url: str, workspace_id: str = WORKSPACE_ID, 
         os.environ[BUCKET_DIR_ENV] = str(bucket)
         os.environ[DATABASE_URL_ENV] = db_url
         run_config = launch.run_config([{"key": key}], in_process=in_process)
-        outcome = _execute("import_job", run_config, Path(tmp, "home"), launch.run_tags([key], Origin.SENSOR))
+        job = reconstructable_job()
+        outcome = _execute(job, run_config, Path(tmp, "home"), launch.run_tags([key], Origin.SENSOR))
     outcome["timings"] = ledger_timings(db_url, outcome["run_id"])
     return outcome
 
@@ -230,6 +241,8 @@ def noop_executor() -> tuple[Any, str]:
     import dagster as dg
 
     try:
+        from contact_import_pipeline.defs.definitions import import_job
+
         return import_job().executor_def, "import job's executor"
     except ImportError:
         fallback = dg.multiprocess_executor.configured(
@@ -252,8 +265,11 @@ def noop_job() -> Any:
 
 
 def run_noop() -> dict[str, Any]:
+    import dagster as dg
+
     with tempfile.TemporaryDirectory() as tmp:
-        outcome = _execute("noop_job", {}, Path(tmp, "home"), {})
+        job = dg.build_reconstructable_job("bench.pipeline", "noop_job", reconstructor_working_directory=str(REPO_DIR))
+        outcome = _execute(job, {}, Path(tmp, "home"), {})
     outcome["executor"] = noop_executor()[1]
     return outcome
 
@@ -309,7 +325,9 @@ def main(argv: list[str] | None = None) -> None:
             if args.line == "cli":
                 result = run_cli(args.csv, db, args.workspace)
             else:
-                result = run_launched(args.csv, sqlalchemy_url(db), args.workspace, in_process=args.line == "one_process")
+                result = run_launched(
+                    args.csv, sqlalchemy_url(db), args.workspace, in_process=args.line == "one_process"
+                )
                 result["contacts"] = count_contacts(db, args.workspace)
     print(json.dumps(result))
 

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -112,8 +112,12 @@ def workspace_lines() -> list[Line]:
     args = ("cli", path, "--workspace", pipeline.BIG_WORKSPACE)
     return [
         Line("workspace1m-empty", WORKSPACE_LABEL, _module("bench.pipeline", *args), SIZES[WORKSPACE_LABEL]),
-        Line("workspace1m-big", WORKSPACE_LABEL,
-             _module("bench.pipeline", *args, "--template", pipeline.TEMPLATE_DB), SIZES[WORKSPACE_LABEL]),
+        Line(
+            "workspace1m-big",
+            WORKSPACE_LABEL,
+            _module("bench.pipeline", *args, "--template", pipeline.TEMPLATE_DB),
+            SIZES[WORKSPACE_LABEL],
+        ),
     ]
 
 
@@ -170,7 +174,9 @@ def _paired(a: Line | None, b: Line | None) -> str:
 
 def _environment() -> list[str]:
     load = os.getloadavg()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_DIR, capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_DIR, capture_output=True, text=True
+    ).stdout.strip()
     with psycopg.connect(ADMIN_CONNINFO) as conn:
         version = conn.execute("SHOW server_version").fetchone()[0]
         buffers = conn.execute("SHOW shared_buffers").fetchone()[0]
@@ -194,7 +200,7 @@ def many_files_section(many: dict[str, Any] | str) -> list[str]:
     """The many_files line: its figures and its targets (``many`` is its JSON, or why it failed)."""
     out = ["", "## Many small files (`many_files`)", ""]
     if isinstance(many, str):
-        return out + [f"failed: {many}"]
+        return [*out, f"failed: {many}"]
     shape, burst, reference = many["shape"], many["burst"], many["reference"]
     latency = burst["latency_s"] or {}
     ledger = burst["ledger"]
@@ -251,12 +257,12 @@ def report(
     many: dict[str, Any] | str | None = None,
 ) -> str:
     """The Markdown report: inputs, one row per line, the target ratios, then the many_files line."""
-    by_key = {(l.name, l.label): l for l in lines}
+    by_key = {(line.name, line.label): line for line in lines}
     out = [
         "# Benchmark results (latest run)",
         "",
         f"Written by `python -m bench.run` — started {started}, finished "
-        f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}"
+        f"{datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}"
         + (f"; median of {repeats} repeats, each in a fresh process." if lines else "."),
         "Machines are shared and noisy: compare ratios to the baselines of the same run, not absolute seconds.",
         "",
@@ -270,7 +276,10 @@ def report(
 
 
 def _lines_and_targets(
-    lines: list[Line], by_key: dict[tuple[str, str], Line], inputs: dict[str, dict[str, int]], unavailable: dict[str, str]
+    lines: list[Line],
+    by_key: dict[tuple[str, str], Line],
+    inputs: dict[str, dict[str, int]],
+    unavailable: dict[str, str],
 ) -> list[str]:
     out = [
         "",
@@ -319,7 +328,9 @@ def _lines_and_targets(
         for pipe in (launched, cli):
             # Start-up costs seconds, so the COPY and reference targets only mean something on big files.
             if label == BIG_LABEL and pipe and pipe.runs and copy and copy.runs:
-                out.append(f"| {label} {pipe.name} ≤ 3× COPY, then ≤ 2× (paired) | {pipe.name} ÷ COPY = {_paired(pipe, copy)} |")
+                out.append(
+                    f"| {label} {pipe.name} ≤ 3× COPY, then ≤ 2× (paired) | {pipe.name} ÷ COPY = {_paired(pipe, copy)} |"
+                )
             if label in TARGET_LABELS and pipe and pipe.runs and reference and reference.runs:
                 out.append(
                     f"| {label} {pipe.name} ≥ 2× faster than reference (stretch 3×) (paired) | "
@@ -331,7 +342,9 @@ def _lines_and_targets(
     for label in SIZES:  # where a file becomes big enough for a run of its own (the sensor's threshold)
         launched, one = by_key.get(("launched", label)), by_key.get(("one_process", label))
         if launched and one and launched.runs and one.runs:
-            out.append(f"| {label}: one process vs a process per step (paired) | one_process ÷ launched = {_paired(one, launched)} |")
+            out.append(
+                f"| {label}: one process vs a process per step (paired) | one_process ÷ launched = {_paired(one, launched)} |"
+            )
     launched5k, noop = by_key.get(("launched", NOOP_LABEL)), by_key.get(("noop", NOOP_LABEL))
     if launched5k or noop:
         out.append(f"| 5k launched ≤ 1.5× no-op job (paired) | launched ÷ noop = {_paired(launched5k, noop)} |")
@@ -353,7 +366,9 @@ def main(argv: list[str] | None = None) -> None:
     group.add_argument("--files", type=int, default=many_files.DEFAULT_FILES, help="files in the burst")
     group.add_argument("--rows", type=int, default=many_files.DEFAULT_ROWS, help="rows per file")
     group.add_argument("--workspaces", type=int, default=many_files.DEFAULT_WORKSPACES)
-    group.add_argument("--interval", type=int, default=many_files.DEFAULT_INTERVAL_SECONDS, help="sensor interval, seconds")
+    group.add_argument(
+        "--interval", type=int, default=many_files.DEFAULT_INTERVAL_SECONDS, help="sensor interval, seconds"
+    )
     args = parser.parse_args(argv)
     sizes = [s.strip().lower() for s in args.sizes.split(",") if s.strip()]
     only = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -370,7 +385,7 @@ def main(argv: list[str] | None = None) -> None:
     if "launched" in only and not pipeline.launched_available():
         unavailable["launched"] = "needs contact_import_pipeline.defs.definitions"
 
-    started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     inputs: dict[str, dict[str, int]] = {}
     lines: list[Line] = []
     many: dict[str, Any] | str | None = None
@@ -406,8 +421,16 @@ def main(argv: list[str] | None = None) -> None:
             pipeline.drop_template()
 
     if "many_files" in only:
-        shape = ("--files", str(args.files), "--rows", str(args.rows), "--workspaces", str(args.workspaces),
-                 "--interval", str(args.interval))
+        shape = (
+            "--files",
+            str(args.files),
+            "--rows",
+            str(args.rows),
+            "--workspaces",
+            str(args.workspaces),
+            "--interval",
+            str(args.interval),
+        )
         try:
             many = run_child(_module("bench.many_files", *shape))
             detail = f"{many['burst']['files_per_min']} files/min, reference {many['reference']['files_per_min']}"

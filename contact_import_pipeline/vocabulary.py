@@ -19,6 +19,9 @@ IMPORT_JOB_CELERY_NAME = "import_job_celery"
 TAG_PREFIX = "contact_import/"
 ORIGIN_TAG = TAG_PREFIX + "origin"  # cli | sensor | graphql; a bare Launchpad launch has none
 FILES_TAG = TAG_PREFIX + "files"  # how many imports the run carries
+# ``execute_job`` picks its run's id itself: this tag, unique to one call of run_import, lets the
+# watcher find the run of a file imported with a process per step.
+CLI_CALL_TAG = TAG_PREFIX + "cli_call"
 # A run may carry files of many workspaces, and a tag key holds one value, so membership is in the
 # key: ``contact_import/ws.<workspace_id>=<workspace_id>`` and ``contact_import/file.<slug>=<key>``.
 # The UI's filter picks a key (typing filters the list) and then its value.

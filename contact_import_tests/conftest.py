@@ -1,82 +1,48 @@
-"""Shared fixtures: an isolated working folder per test, and throwaway PostgreSQL databases.
+"""Shared fixtures: an isolated working folder per test, throwaway PostgreSQL databases (shared
+server or a private cluster), the moto S3 server, and markers derived from what a test uses.
 
 Tests that need PostgreSQL fail when CI=true and it is missing; elsewhere they skip and say how
-to enable them.
+to enable them. Plain helpers live in helpers.py.
 """
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-import pandas as pd
 import pytest
-import sqlalchemy as sa
 
-if TYPE_CHECKING:
-    from contact_import_pipeline.storage.contacts import ContactsStore
-    from contact_import_pipeline.model import BatchOutcome
+from contact_import_tests.helpers import (
+    ClusterUnavailable,
+    PrivateCluster,
+    fresh_pg_database,
+    private_cluster,
+    require_service,
+)
+from contact_import_tests.s3_server import big_s3_bucket, s3_endpoint  # noqa: F401 (fixtures)
 
-PG_ADMIN_ENV = "CONTACT_IMPORT_TEST_PG"
-DEFAULT_PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 # Environment that would point a test at shared state instead of its own folder.
 ISOLATED_ENV = (
-    "DAGSTER_HOME", "CONTACTS_DATABASE_URL", "CONTACT_BUCKET", "CONTACT_BUCKET_DIR", "CONTACT_S3_BUCKET",
-    "CONTACT_S3_PREFIX", "CONTACT_S3_ENDPOINT_URL", "CONTACT_IMPORT_CLEANUP", "CONTACT_IMPORT_ALLOW_PRIVATE_URLS",
+    "DAGSTER_HOME",
+    "CONTACTS_DATABASE_URL",
+    "CONTACT_BUCKET",
+    "CONTACT_BUCKET_DIR",
+    "CONTACT_S3_BUCKET",
+    "CONTACT_S3_PREFIX",
+    "CONTACT_S3_ENDPOINT_URL",
+    "CONTACT_IMPORT_CLEANUP",
+    "CONTACT_IMPORT_ALLOW_PRIVATE_URLS",
 )
+# Fixtures that give a test PostgreSQL: its items are marked ``postgres`` without anyone having to remember.
+POSTGRES_FIXTURES = frozenset({"pg_url", "instance_db", "private_pg"})
 
 
-def pg_admin_url() -> str:
-    return os.environ.get(PG_ADMIN_ENV, DEFAULT_PG_ADMIN_URL)
-
-
-def _pg_reachable() -> str | None:
-    """None if PostgreSQL answers, else the reason."""
-    try:
-        engine = sa.create_engine(pg_admin_url(), connect_args={"connect_timeout": 3})
-        with engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-        engine.dispose()
-        return None
-    except sa.exc.SQLAlchemyError as exc:
-        return str(exc).splitlines()[0]
-
-
-def require_postgres() -> None:
-    """Fail under CI, skip elsewhere, when PostgreSQL is not reachable."""
-    reason = _pg_reachable()
-    if reason is None:
-        return
-    message = (
-        f"PostgreSQL not reachable at {pg_admin_url()} ({reason}). Start it "
-        "(pg_ctlcluster --skip-systemctl-redirect <version> main start) or point "
-        f"{PG_ADMIN_ENV} at a server where this user may create databases."
-    )
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-def create_pg_database() -> str:
-    """Create an empty database and return its psycopg 3 URL."""
-    name = f"ci_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(pg_admin_url(), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return sa.engine.make_url(pg_admin_url()).set(database=name).render_as_string(hide_password=False)
-
-
-def drop_pg_database(url: str) -> None:
-    name = sa.engine.make_url(url).database
-    admin = sa.create_engine(pg_admin_url(), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that takes a PostgreSQL fixture ``postgres`` (``database_url[postgres]`` is
+    marked by its parameter), so ``-m "not postgres"`` leaves out exactly the tests that need it."""
+    for item in items:
+        if POSTGRES_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.postgres)
 
 
 @pytest.fixture(autouse=True)
@@ -86,30 +52,6 @@ def isolated_workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
     return tmp_path
-
-
-@contextmanager
-def fresh_pg_database() -> Iterator[str]:
-    """A new PostgreSQL database for the block, dropped afterwards."""
-    require_postgres()
-    url = create_pg_database()
-    try:
-        yield url
-    finally:
-        drop_pg_database(url)
-
-
-def dagster_pg_env(url: str) -> dict[str, str]:
-    """DAGSTER_PG_* for the repo's dagster.yaml, pointing at ``url``'s database (an empty
-    password works with trust auth)."""
-    parsed = sa.engine.make_url(url)
-    return {
-        "DAGSTER_PG_HOST": parsed.host or "127.0.0.1",
-        "DAGSTER_PG_PORT": str(parsed.port or 5432),
-        "DAGSTER_PG_USER": parsed.username or "postgres",
-        "DAGSTER_PG_PASSWORD": parsed.password or "",
-        "DAGSTER_PG_DB": parsed.database or "",
-    }
 
 
 @pytest.fixture
@@ -126,7 +68,7 @@ def pg_url() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """The contacts database, once on SQLite and once on PostgreSQL."""
     if request.param == "sqlite":
@@ -136,45 +78,12 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield url
 
 
-def batch_frame(rows: list[tuple[str, ...]], lines: list[int]) -> pd.DataFrame:
-    """An insert batch of one import as ``ContactsStore.insert_batch`` takes it: BATCH_COLUMNS values,
-    line numbers, and the import's position (0)."""
-    from contact_import_pipeline.model import BATCH_COLUMNS
-
-    return pd.DataFrame(rows, columns=list(BATCH_COLUMNS)).assign(row=lines, **{"import": 0})
-
-
-def insert_rows(
-    store: "ContactsStore",
-    rows: list[tuple[str, ...]],
-    *,
-    workspace_id: str,
-    import_id: str = "pre",
-    import_tag: str = "pre",
-    batch_index: int = 0,
-    lines: list[int] | None = None,
-    update: bool = False,
-) -> "BatchOutcome":
-    """Insert ``rows`` (BATCH_COLUMNS tuples) as one batch of one import and return its outcome."""
-    from contact_import_pipeline.model import BatchImport, BatchOutcome
-
-    share = BatchImport(import_id=import_id, workspace_id=workspace_id, import_tag=import_tag, metadata={"import_tag": import_tag})
-    lines = lines if lines is not None else list(range(2, 2 + len(rows)))
-    outcomes = store.insert_batch(
-        run_key=import_id, batch_index=batch_index, imports=[share], batch=batch_frame(rows, lines), update=update
-    )
-    return outcomes.get(import_id) or BatchOutcome(rows=0, imported=0, skipped=0, updated=0, conflict_rows=[])
-
-
-def as_resource(bucket: "ContactBucket") -> "BucketResource":
-    """The Dagster resource that opens ``bucket`` (sensors and assets take the resource)."""
-    from contact_import_pipeline.defs.resources import BucketResource
-    from contact_import_pipeline.storage.bucket import S3Bucket
-
-    if isinstance(bucket, S3Bucket):
-        return BucketResource(
-            kind="s3", s3_bucket=bucket.bucket, s3_prefix=bucket.prefix, endpoint_url=bucket.endpoint_url or "",
-            region_name=bucket.region_name or "", aws_access_key_id=bucket.aws_access_key_id or "",
-            aws_secret_access_key=bucket.aws_secret_access_key or "",
-        )
-    return BucketResource(kind="local", root=bucket.root)
+@pytest.fixture
+def private_pg() -> Iterator[PrivateCluster]:
+    """A PostgreSQL cluster of one test alone, which it may stop or restart (the shared server must
+    never be). Fails under CI=true when it cannot be created; skips elsewhere."""
+    try:
+        with private_cluster() as cluster:
+            yield cluster
+    except ClusterUnavailable as exc:
+        require_service(f"cannot create a private PostgreSQL cluster: {exc}")

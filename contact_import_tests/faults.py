@@ -9,63 +9,41 @@ on it. Tests wait on database state only.
 
 from __future__ import annotations
 
-import csv
-import io
+import contextlib
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import pytest
 import sqlalchemy as sa
+import yaml
 
+from contact_import_pipeline.app.runner import LOCAL_DAGSTER_YAML
 from contact_import_pipeline.defs import launch as launching
 from contact_import_pipeline.storage.contacts import ContactsStore
-from contact_import_pipeline.storage.schema import DATABASE_URL_ENV, normalize_url
 from contact_import_pipeline.storage.ledger import Ledger, LedgerEntry
-from contact_import_pipeline.app.runner import LOCAL_DAGSTER_YAML
+from contact_import_pipeline.storage.schema import DATABASE_URL_ENV, normalize_url
 from contact_import_pipeline.storage.sources import ALLOW_LOCAL_SOURCES_ENV
-from contact_import_pipeline.vocabulary import IMPORT_JOB_NAME, Origin
+from contact_import_pipeline.vocabulary import Origin
+from contact_import_tests.helpers import (
+    REPO_ROOT,
+    WAIT_SECONDS,
+    phone_of,
+    reconstructable_job,
+    signal_group,
+    wait_until,
+)
 
-HEADER = ["first_name", "last_name", "email", "phone"]
 TEST_TAG = "contact_import_test/token"
 INSERT_STEP_PREFIX = "contacts.insert_batch"
-# Generous bound for any wait on a busy 2-core machine; a test that needs it has already failed.
-WAIT_SECONDS = 150.0
-REPO_ROOT = Path(__file__).resolve().parent.parent
-# A phone no region accepts: its row fails with invalid_phone.
-INVALID_PHONE = "12345"
 # A contact a test transaction holds (uncommitted), so the batch inserting it waits.
 Held = tuple[str, str]  # (workspace_id, E.164 phone)
-
-
-def phone_of(i: int) -> str:
-    """E.164 form of row ``i``'s phone in ``write_numbered_csv`` (distinct for i < 100,000)."""
-    return f"+1212{200 + i // 10000:03d}{i % 10000:04d}"
-
-
-def write_numbered_csv(path: Path, start: int, count: int, invalid: int = 0) -> Path:
-    """A CSV of ``count`` contacts with distinct phones ``phone_of(start) … phone_of(start+count-1)``,
-    then ``invalid`` rows whose phone is not a phone number."""
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(HEADER)
-    for i in range(start, start + count):
-        writer.writerow([f"First{i}", f"Last{i}", f"user{i}@example.com", f"(212) {200 + i // 10000:03d}-{i % 10000:04d}"])
-    for i in range(invalid):
-        writer.writerow([f"Bad{i}", "", "", INVALID_PHONE])
-    path.write_text(buf.getvalue(), encoding="utf-8")
-    return path
 
 
 def batch_heads(plan: Sequence[tuple[str, range]], batch_size: int) -> list[Held]:
@@ -76,10 +54,14 @@ def batch_heads(plan: Sequence[tuple[str, range]], batch_size: int) -> list[Held
     return rows[::batch_size]
 
 
-def make_home(path: Path, extra_yaml: str = "") -> Path:
-    """A Dagster home with the local instance config (SQLite storage, pools, run monitoring)."""
+def make_home(path: Path, **overrides: dict[str, Any]) -> Path:
+    """A Dagster home with the local instance config (SQLite storage, pools, run monitoring), each
+    section given in ``overrides`` updated with its settings (e.g. ``run_monitoring={...}``)."""
+    config = yaml.safe_load(LOCAL_DAGSTER_YAML)
+    for section, settings in overrides.items():
+        config[section] = {**config.get(section, {}), **settings}
     path.mkdir(parents=True, exist_ok=True)
-    (path / "dagster.yaml").write_text(LOCAL_DAGSTER_YAML + extra_yaml)
+    (path / "dagster.yaml").write_text(yaml.safe_dump(config))
     return path
 
 
@@ -127,17 +109,14 @@ def finish(proc: subprocess.Popen[str], timeout: float = WAIT_SECONDS) -> dict[s
         kill_group(proc)
         out, _ = proc.communicate()
         raise AssertionError(f"run process did not finish in {timeout}s:\n{out[-4000:]}") from None
-    lines = [line for line in out.splitlines() if line.startswith("{\"run_id\"")]
+    lines = [line for line in out.splitlines() if line.startswith('{"run_id"')]
     assert proc.returncode == 0 and lines, f"run process exited {proc.returncode}:\n{out[-4000:]}"
     return json.loads(lines[-1])
 
 
 def kill_group(proc: subprocess.Popen[str]) -> None:
     """``kill -9`` the run worker and every step process it started (one process group)."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    signal_group(proc, signal.SIGKILL)
     proc.wait()
     wait_until(lambda: not _group_alive(proc.pid), "step processes of the killed run to exit")
 
@@ -148,18 +127,6 @@ def _group_alive(pgid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
-
-
-def wait_until(check: Callable[[], Any], what: str, timeout: float = WAIT_SECONDS) -> Any:
-    """Poll ``check`` until it returns something truthy; fail with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.2)
 
 
 def engine(url: str) -> sa.Engine:
@@ -254,10 +221,9 @@ def hold_phones(url: str, held: Sequence[Held]) -> Iterator[None]:
         )
         yield
     finally:
-        try:
+        # The server may have ended the session (terminated, restarted or stopped): nothing is left to roll back.
+        with contextlib.suppress(sa.exc.OperationalError):
             tx.rollback()
-        except sa.exc.OperationalError:
-            pass  # the server ended the session (terminated, restarted or stopped): nothing is left to roll back
         conn.close()
         db.dispose()
 
@@ -266,100 +232,6 @@ def terminate_held_inserts(db: sa.Engine) -> int:
     """``pg_terminate_backend`` every loader connection waiting on a held phone; returns how many."""
     with db.connect() as conn:
         return len(conn.execute(sa.text(f"SELECT pg_terminate_backend(pid) {_HELD_LOADERS}")).all())
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _pg_bindir() -> Path | None:
-    try:
-        out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=True).stdout.strip()
-        if (Path(out) / "initdb").exists():
-            return Path(out)
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    return found[-1].parent if found else None
-
-
-class PrivateCluster:
-    """A throwaway PostgreSQL cluster on a free port, so a test may restart it without touching others."""
-
-    def __init__(self, bindir: Path, data: Path, port: int) -> None:
-        self.bindir, self.data, self.port = bindir, data, port
-        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
-        # The server's output must go to a file: pg_ctl's own pipes would be held open by the server.
-        self.log = data / "server.log"
-
-    def _ctl(self, *args: str) -> None:
-        _as_postgres([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-w", "-t", "60", *args])
-
-    def start(self) -> None:
-        options = f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._ctl("-o", options, "-l", str(self.log), "start")
-
-    def restart(self) -> None:
-        """``pg_ctl restart -m fast``: every session is terminated and open transactions roll back."""
-        self._ctl("-m", "fast", "-l", str(self.log), "restart")
-
-    def stop(self) -> None:
-        self._ctl("-m", "immediate", "stop")
-
-
-def _as_postgres(argv: list[str]) -> None:
-    """Run a PostgreSQL server tool; as root it must run as the postgres OS user."""
-    if os.geteuid() == 0:
-        argv = ["runuser", "-u", "postgres", "--", *argv]
-    subprocess.run(argv, check=True, capture_output=True, text=True, timeout=120)
-
-
-@contextmanager
-def private_cluster() -> Iterator[PrivateCluster]:
-    """initdb + start a cluster in a temporary folder; stopped and removed afterwards.
-
-    Raises ``ClusterUnavailable`` with the reason when this machine cannot create one.
-    """
-    bindir = _pg_bindir()
-    if bindir is None:
-        raise ClusterUnavailable("no PostgreSQL server binaries (initdb) found")
-    root = Path(tempfile.mkdtemp(prefix="contact-import-pg-"))
-    data = root / "data"
-    try:
-        if os.geteuid() == 0:
-            shutil.chown(root, "postgres", "postgres")
-        try:
-            _as_postgres([str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"])
-        except (OSError, subprocess.CalledProcessError, LookupError) as exc:
-            detail = getattr(exc, "stderr", "") or str(exc)
-            raise ClusterUnavailable(f"initdb failed: {detail.strip()[:300]}") from exc
-        cluster = PrivateCluster(bindir, data, free_port())
-        cluster.start()
-        try:
-            yield cluster
-        finally:
-            cluster.stop()
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-
-
-class ClusterUnavailable(RuntimeError):
-    """A private PostgreSQL cluster cannot be created on this machine."""
-
-
-@pytest.fixture
-def private_pg() -> Iterator[PrivateCluster]:
-    """A PostgreSQL cluster of one test alone (the shared server must never be stopped or restarted).
-    Fails under CI=true when it cannot be created; skips elsewhere."""
-    try:
-        with private_cluster() as cluster:
-            yield cluster
-    except ClusterUnavailable as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"cannot create a private PostgreSQL cluster: {exc}")
-        pytest.skip(f"cannot create a private PostgreSQL cluster: {exc}")
 
 
 def runs_with_token(instance: dg.DagsterInstance, token: str) -> list[dg.DagsterRun]:
@@ -433,7 +305,7 @@ def _main(spec_json: str) -> None:
         )
     keys = [entry["key"] for entry in config["ops"]["raw_csv"]["config"]["files"]]
     result = dg.execute_job(
-        dg.build_reconstructable_job("contact_import_pipeline.defs.definitions", IMPORT_JOB_NAME),
+        reconstructable_job(),
         instance=instance,
         run_config=config,
         tags=launching.run_tags(keys, Origin.CLI) | {TEST_TAG: spec["token"]},

@@ -45,9 +45,7 @@ def new_s3_bucket(endpoint: str, prefix: str = "") -> S3Bucket:
     """An S3Bucket resource on a freshly created, uniquely named bucket."""
     name = f"contacts-{uuid.uuid4().hex[:12]}"
     s3_client(endpoint).create_bucket(Bucket=name)
-    return S3Bucket(
-        bucket=name, prefix=prefix, endpoint_url=endpoint, region_name=TEST_REGION, **TEST_CREDENTIALS
-    )
+    return S3Bucket(bucket=name, prefix=prefix, endpoint_url=endpoint, region_name=TEST_REGION, **TEST_CREDENTIALS)
 
 
 def s3_bucket_env(bucket: S3Bucket) -> dict[str, str]:
@@ -74,5 +72,7 @@ def big_s3_bucket(s3_endpoint: str) -> S3Bucket:
     bucket = new_s3_bucket(s3_endpoint, prefix="big")
     client = s3_client(s3_endpoint)
     with ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda k: client.put_object(Bucket=bucket.bucket, Key=f"big/{k}", Body=b"p\n1\n"), PAGINATION_KEYS))
+        list(
+            pool.map(lambda k: client.put_object(Bucket=bucket.bucket, Key=f"big/{k}", Body=b"p\n1\n"), PAGINATION_KEYS)
+        )
     return bucket

@@ -1,10 +1,11 @@
 """A real ``dagster-webserver`` and ``dagster-daemon`` for end-to-end tests (a helper, not a fixture),
-and ``FakeDagster``, a canned GraphQL endpoint for fast client tests.
+a daemon without code locations for run monitoring alone, and ``FakeDagster``, a canned GraphQL
+endpoint for fast client tests.
 
-Both run against the repo's workspace.yaml, whose ``working_directory: .`` is the repo root, so
-the caller must pass CONTACTS_DATABASE_URL and CONTACT_BUCKET_DIR explicitly: the local defaults
-(``.contact_import/...``) would otherwise land in the repo. Each process gets its own process
-group, which is stopped as a whole (the webserver and daemon start code servers and run workers).
+The webserver and daemon run against the repo's workspace.yaml, whose ``working_directory: .`` is
+the repo root, so the caller must pass CONTACTS_DATABASE_URL and CONTACT_BUCKET_DIR explicitly: the
+local defaults (``.contact_import/...``) would otherwise land in the repo. Each process gets its own
+process group, which is stopped as a whole (the webserver and daemon start code servers and run workers).
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ import http.server
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,15 +26,14 @@ from pathlib import Path
 import requests
 
 from contact_import_pipeline.storage.outputs import LOCAL_OUTPUTS_FOLDER
+from contact_import_tests.helpers import REPO_ROOT, free_port, process_group, start_group, stop_groups
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 WORKSPACE_YAML = REPO_ROOT / "workspace.yaml"
 BIN = Path(sys.executable).parent
 REQUIRED_ENV = ("CONTACTS_DATABASE_URL", "CONTACT_BUCKET_DIR")
 # A cold start (webserver, daemon, two code servers importing dagster + pandas) takes ~20 s on a
 # shared 2-core machine; 180 s leaves room for a loaded CI box.
 START_TIMEOUT_SECONDS = 180.0
-STOP_GRACE_SECONDS = 15.0
 LOCATION_NAME = "contact_import_pipeline"
 
 
@@ -58,12 +56,6 @@ _LOCATION_QUERY = """{ workspaceOrError { __typename ... on Workspace { location
 _DAEMON_QUERY = """{ instance { daemonHealth { allDaemonStatuses { daemonType healthy } } } }"""
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @dataclass
 class DagsterServers:
     """Running servers: ``url`` is the webserver, ``env`` what both processes were given."""
@@ -83,33 +75,12 @@ class DagsterServers:
         return body["data"]
 
     def log_tail(self, chars: int = 3000) -> str:
-        return "\n".join(f"--- {name} ---\n{path.read_text(errors='replace')[-chars:]}" for name, path in self.logs.items())
+        return "\n".join(
+            f"--- {name} ---\n{path.read_text(errors='replace')[-chars:]}" for name, path in self.logs.items()
+        )
 
     def stop(self) -> None:
-        """SIGTERM each process group, then SIGKILL what is left after a grace period."""
-        for process in self.processes.values():
-            _signal_group(process, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_SECONDS
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-            _signal_group(process, signal.SIGKILL)  # stragglers: code servers, run workers
-            process.wait()
-
-
-def _signal_group(process: subprocess.Popen, sig: signal.Signals) -> None:
-    try:
-        os.killpg(process.pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _default_signals() -> None:
-    """A shell without job control starts background jobs with SIGINT ignored; undo that."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        stop_groups(list(self.processes.values()))
 
 
 @contextmanager
@@ -135,21 +106,21 @@ def dagster_servers(home: Path, env: Mapping[str, str], log_dir: Path) -> Iterat
         # running its migrations at once fail ("table alembic_version already exists").
         for name, command in commands.items():
             servers.logs[name] = log_dir / f"{name}.log"
-            with servers.logs[name].open("wb") as log:
-                servers.processes[name] = subprocess.Popen(
-                    command,
-                    cwd=REPO_ROOT,
-                    env=full_env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    preexec_fn=_default_signals,
-                )
+            servers.processes[name] = start_group(command, env=full_env, log=servers.logs[name], cwd=REPO_ROOT)
             _wait_ready(servers)
         yield servers
     finally:
         servers.stop()
+
+
+@contextmanager
+def monitoring_daemon(home: Path, log: Path) -> Iterator[subprocess.Popen]:
+    """``dagster-daemon run`` on DAGSTER_HOME=``home`` with no code location: it loads nothing, so
+    of its daemons only run monitoring has work, failing crashed runs and freeing their pool slots
+    as ``home``'s dagster.yaml says (a daemon of the repo's workspace would also run its sensors)."""
+    env = {**os.environ, "DAGSTER_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+    with process_group([str(BIN / "dagster-daemon"), "run", "--empty-workspace"], env=env, log=log, cwd=home) as daemon:
+        yield daemon
 
 
 def _wait_ready(servers: DagsterServers) -> None:
@@ -206,15 +177,17 @@ class FakeDagster:
         fake = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                fake.requests.append({"method": "POST", "path": self.path, "type": self.headers.get("Content-Type"), "body": body})
+                fake.requests.append(
+                    {"method": "POST", "path": self.path, "type": self.headers.get("Content-Type"), "body": body}
+                )
                 if self.path != "/graphql" or self.headers.get("Content-Type") != "application/json":
                     self._send(405, {})
                     return
                 self._send(200, {"data": fake._answer(json.loads(body)["query"])})
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 fake.requests.append({"method": "GET", "path": self.path})
                 self._send(405, {})
 
@@ -231,7 +204,8 @@ class FakeDagster:
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # shutdown() waits for the server loop to look again: every 0.05 s, not the default 0.5 s a test.
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     def _answer(self, query: str) -> dict:
         for name, value in self.results.items():

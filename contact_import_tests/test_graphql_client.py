@@ -8,11 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from contact_import_pipeline.storage.bucket import BucketObject, LocalFolderBucket, MissingObjectError
-from contact_import_pipeline.app.graphql import DagsterApi, DagsterConfigInvalid, DagsterServerError, DagsterUnreachable, RunNotFound
+from contact_import_pipeline.app.graphql import (
+    DagsterApi,
+    DagsterConfigInvalid,
+    DagsterServerError,
+    DagsterUnreachable,
+    RunNotFound,
+)
 from contact_import_pipeline.app.trigger import trigger_import
 from contact_import_pipeline.errors import ImportFileError, OptionsError
-from contact_import_tests.servers import FakeDagster, free_port
+from contact_import_pipeline.storage.bucket import BucketObject, LocalFolderBucket, MissingObjectError
+from contact_import_tests.helpers import free_port
+from contact_import_tests.servers import FakeDagster
 
 RUN_ID = "0f0e0d0c-0000-4000-8000-000000000001"
 ROOT_RUN_ID = "0f0e0d0c-0000-4000-8000-000000000000"
@@ -47,8 +54,14 @@ def test_local_file_is_uploaded_then_one_run_launched(tmp_path: Path, bucket: Lo
     source.write_bytes(CSV)
     with fake() as server:
         result = trigger_import(
-            [str(source)], "acme", tag="fair", board_phone="+1 202 456 1414", region="us", batch_size=500,
-            dagster_url=server.url + "/", bucket=bucket,
+            [str(source)],
+            "acme",
+            tag="fair",
+            board_phone="+1 202 456 1414",
+            region="us",
+            batch_size=500,
+            dagster_url=server.url + "/",
+            bucket=bucket,
         )
     key = "acme/imports/Spring Fair.csv"
     assert (result.run_id, result.keys) == (RUN_ID, [key])
@@ -59,11 +72,16 @@ def test_local_file_is_uploaded_then_one_run_launched(tmp_path: Path, bucket: Lo
     assert {(r["method"], r["path"], r["type"]) for r in server.requests} == {("POST", "/graphql", "application/json")}
     (params,) = [v["executionParams"] for v in server.variables("launchRun")]
     assert params["selector"] == {
-        "repositoryLocationName": "contact_import_pipeline", "repositoryName": "__repository__", "jobName": "import_job",
+        "repositoryLocationName": "contact_import_pipeline",
+        "repositoryName": "__repository__",
+        "jobName": "import_job",
     }
     ((config, tags),) = server.launches()
     file = uploaded(objects(bucket)[key]) | {
-        "workspace_id": "acme", "import_tag": "fair", "board_phone_number": "+1 202 456 1414", "default_region": "us",
+        "workspace_id": "acme",
+        "import_tag": "fair",
+        "board_phone_number": "+1 202 456 1414",
+        "default_region": "us",
     }
     assert config == {
         "ops": {"raw_csv": {"config": {"files": [file], "batch_size": 500}}},
@@ -78,7 +96,9 @@ def test_local_file_is_uploaded_then_one_run_launched(tmp_path: Path, bucket: Lo
     }
 
 
-def test_several_sources_make_one_run_listing_them_in_the_given_order(tmp_path: Path, bucket: LocalFolderBucket) -> None:
+def test_several_sources_make_one_run_listing_them_in_the_given_order(
+    tmp_path: Path, bucket: LocalFolderBucket
+) -> None:
     bucket.write_bytes("acme/imports/a.csv", CSV)
     (tmp_path / "b.csv").write_bytes(b"name,phone\nBob,+1 202 456 1415\n")
     (tmp_path / "c.csv").write_bytes(b"name,phone\nCy,+1 202 456 1416\n")
@@ -120,14 +140,21 @@ def test_a_file_given_twice_is_refused_before_anything_is_uploaded_or_launched(
     (tmp_path / "people.csv").write_bytes(CSV)
     for key, data in stored.items():
         bucket.write_bytes(key, data)
-    with fake() as server:
-        with pytest.raises(OptionsError, match="^several sources would import as the same key acme/imports/people.csv: rename one"):
-            trigger_import(sources, "acme", dagster_url=server.url, bucket=bucket)
+    with (
+        fake() as server,
+        pytest.raises(
+            OptionsError,
+            match="^" + re.escape("several sources would import as the same key acme/imports/people.csv: rename one"),
+        ),
+    ):
+        trigger_import(sources, "acme", dagster_url=server.url, bucket=bucket)
     assert server.requests == []
     assert listed(bucket) == list(stored)
 
 
-def test_same_name_other_content_gets_a_time_suffix_same_content_reuses_the_key(tmp_path: Path, bucket: LocalFolderBucket) -> None:
+def test_same_name_other_content_gets_a_time_suffix_same_content_reuses_the_key(
+    tmp_path: Path, bucket: LocalFolderBucket
+) -> None:
     bucket.write_bytes("acme/imports/list.csv", b"name,phone\nOld,+1 202 456 1414\n")
     bucket.write_bytes("acme/imports/same.csv", CSV)
     (tmp_path / "list.csv").write_bytes(CSV)
@@ -160,11 +187,15 @@ def test_bucket_key_runs_in_process_and_url_in_step_processes_uploading_nothing(
     }
     # A URL's size is unknown until the run reads it: a process per step, outputs on disk.
     assert url_config == {
-        "ops": {"raw_csv": {"config": {"files": [{"key": "acme/imports/b_20c.csv", "source": url, "workspace_id": "acme"}]}}},
+        "ops": {
+            "raw_csv": {"config": {"files": [{"key": "acme/imports/b_20c.csv", "source": url, "workspace_id": "acme"}]}}
+        },
         "execution": {"config": {"in_process": False}},
     }
-    assert (key_tags["contact_import/file.acme.imports.a.csv"], url_tags["contact_import/file.acme.imports.b_20c.csv"]) == (
-        "acme/imports/a.csv", "acme/imports/b_20c.csv")
+    assert (
+        key_tags["contact_import/file.acme.imports.a.csv"],
+        url_tags["contact_import/file.acme.imports.b_20c.csv"],
+    ) == ("acme/imports/a.csv", "acme/imports/b_20c.csv")
 
 
 @pytest.mark.parametrize(("small_file_bytes", "in_process"), [(len(CSV) + 1, True), (len(CSV), False)])
@@ -188,20 +219,37 @@ def test_a_file_at_the_small_file_limit_runs_in_step_processes(
         ([], "acme", {}, OptionsError, "a source is required"),
         (["  "], "acme", {}, OptionsError, "a source is required"),
         (["people.csv", "missing.csv"], "acme", {}, ImportFileError, "missing.csv: file not found"),
-        (["people.csv", "acme/imports/gone.csv"], "acme", {}, MissingObjectError, "acme/imports/gone.csv: not found in the bucket"),
+        (
+            ["people.csv", "acme/imports/gone.csv"],
+            "acme",
+            {},
+            MissingObjectError,
+            "acme/imports/gone.csv: not found in the bucket",
+        ),
         (["other/imports/a.csv"], "acme", {}, OptionsError, "does not match the file's workspace 'other'"),
-        (["people.csv"], "acme", {"board_phone": "12"}, OptionsError, "board_phone_number '12' is not a valid phone number"),
+        (
+            ["people.csv"],
+            "acme",
+            {"board_phone": "12"},
+            OptionsError,
+            "board_phone_number '12' is not a valid phone number",
+        ),
         (["people.csv"], "acme", {"region": "XX"}, OptionsError, "default_region 'XX' is not a known"),
         (["people.csv"], "acme", {"batch_size": 0}, OptionsError, "batch_size must be between 1 and"),
     ],
 )
 def test_bad_input_is_refused_before_anything_is_sent_or_uploaded(
-    tmp_path: Path, bucket: LocalFolderBucket, sources: list[str], workspace: str, extra: dict, error: type, message: str
+    tmp_path: Path,
+    bucket: LocalFolderBucket,
+    sources: list[str],
+    workspace: str,
+    extra: dict,
+    error: type,
+    message: str,
 ) -> None:
     (tmp_path / "people.csv").write_bytes(CSV)
-    with fake() as server:
-        with pytest.raises(error, match=re.escape(message)):
-            trigger_import(sources, workspace, dagster_url=server.url, bucket=bucket, **extra)
+    with fake() as server, pytest.raises(error, match=re.escape(message)):
+        trigger_import(sources, workspace, dagster_url=server.url, bucket=bucket, **extra)
     assert server.requests == []
     assert listed(bucket) == []
 
@@ -218,12 +266,21 @@ def test_location_not_loaded_is_refused_before_upload(tmp_path: Path, bucket: Lo
     (tmp_path / "people.csv").write_bytes(CSV)
     broken = {
         "__typename": "Workspace",
-        "locationEntries": [{"name": "contact_import_pipeline", "loadStatus": "LOADED",
-                             "locationOrLoadError": {"__typename": "PythonError", "message": "ImportError: boom"}}],
+        "locationEntries": [
+            {
+                "name": "contact_import_pipeline",
+                "loadStatus": "LOADED",
+                "locationOrLoadError": {"__typename": "PythonError", "message": "ImportError: boom"},
+            }
+        ],
     }
-    with fake(workspaceOrError=broken) as server:
-        with pytest.raises(DagsterServerError, match="code location contact_import_pipeline failed to load: ImportError: boom"):
-            trigger_import(["people.csv"], "acme", dagster_url=server.url, bucket=bucket)
+    with (
+        fake(workspaceOrError=broken) as server,
+        pytest.raises(
+            DagsterServerError, match="code location contact_import_pipeline failed to load: ImportError: boom"
+        ),
+    ):
+        trigger_import(["people.csv"], "acme", dagster_url=server.url, bucket=bucket)
     assert server.queries() == ["workspaceOrError"]
     assert listed(bucket) == []
 
@@ -231,13 +288,19 @@ def test_location_not_loaded_is_refused_before_upload(tmp_path: Path, bucket: Lo
 def test_config_error_from_dagster_is_one_readable_exception() -> None:
     invalid = {
         "__typename": "RunConfigValidationInvalid",
-        "errors": [{"message": 'Invalid scalar at path root:ops:raw_csv:config:batch_size. Value "x" of type '
-                               '"<class \'str\'>" is not valid for expected type "Int".', "reason": "RUNTIME_TYPE_MISMATCH"}],
+        "errors": [
+            {
+                "message": 'Invalid scalar at path root:ops:raw_csv:config:batch_size. Value "x" of type '
+                '"<class \'str\'>" is not valid for expected type "Int".',
+                "reason": "RUNTIME_TYPE_MISMATCH",
+            }
+        ],
     }
-    with fake(launchRun=invalid) as server:
-        with pytest.raises(DagsterConfigInvalid) as caught:
-            DagsterApi(server.url).launch_import({"ops": {"raw_csv": {"config": {"batch_size": "x"}}}}, {})
-    assert str(caught.value).startswith("Dagster refused the run config: Invalid scalar at path root:ops:raw_csv:config:batch_size.")
+    with fake(launchRun=invalid) as server, pytest.raises(DagsterConfigInvalid) as caught:
+        DagsterApi(server.url).launch_import({"ops": {"raw_csv": {"config": {"batch_size": "x"}}}}, {})
+    assert str(caught.value).startswith(
+        "Dagster refused the run config: Invalid scalar at path root:ops:raw_csv:config:batch_size."
+    )
     assert len(caught.value.errors) == 1
 
 
@@ -255,21 +318,30 @@ def test_python_error_and_missing_run_have_their_own_exceptions() -> None:
 def test_read_run_parses_progress_tags_and_the_root_run(root_run_id: str | None, expected_root: str) -> None:
     """A re-execution's imports are recorded under its root run; a first run (rootRunId null) is its own root."""
     run = {
-        "__typename": "Run", "runId": RUN_ID, "rootRunId": root_run_id, "status": "STARTED",
-        "tags": [{"key": "contact_import/processed", "value": "1500"}, {"key": "contact_import/total", "value": "5000"},
-                 {"key": "contact_import/status", "value": "processing"},
-                 {"key": "contact_import/errors", "value": json.dumps([{"row": 3, "reason": "invalid_phone"}])},
-                 {"key": "dagster/retry_strategy", "value": "ALL_STEPS"}],
+        "__typename": "Run",
+        "runId": RUN_ID,
+        "rootRunId": root_run_id,
+        "status": "STARTED",
+        "tags": [
+            {"key": "contact_import/processed", "value": "1500"},
+            {"key": "contact_import/total", "value": "5000"},
+            {"key": "contact_import/status", "value": "processing"},
+            {"key": "contact_import/errors", "value": json.dumps([{"row": 3, "reason": "invalid_phone"}])},
+            {"key": "dagster/retry_strategy", "value": "ALL_STEPS"},
+        ],
     }
     with fake(runOrError=run) as server:
         state = DagsterApi(server.url).read_run(RUN_ID)
     assert (state.run_id, state.root_run_id, state.status, state.finished) == (RUN_ID, expected_root, "STARTED", False)
-    assert state.progress == {"processed": 1500, "total": 5000, "status": "processing",
-                              "errors": [{"row": 3, "reason": "invalid_phone"}]}
+    assert state.progress == {
+        "processed": 1500,
+        "total": 5000,
+        "status": "processing",
+        "errors": [{"row": 3, "reason": "invalid_phone"}],
+    }
     assert state.tags["dagster/retry_strategy"] == "ALL_STEPS"
 
 
 def test_a_non_graphql_answer_is_reported_as_unreachable() -> None:
-    with fake() as server:
-        with pytest.raises(DagsterUnreachable, match="answered HTTP 405 without data"):
-            DagsterApi(server.url + "/not-dagster").read_run(RUN_ID)
+    with fake() as server, pytest.raises(DagsterUnreachable, match="answered HTTP 405 without data"):
+        DagsterApi(server.url + "/not-dagster").read_run(RUN_ID)

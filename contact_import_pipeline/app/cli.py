@@ -2,203 +2,224 @@
 
 Exit codes: 0 success (a completed import, even with failed or skipped rows), 1 an unexpected
 failure (database down, crash), 2 bad input (file-level error, invalid options or arguments).
+What each command prints is shaped in ``render``; here are the options and what each command does.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
+import os
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import click
 import sqlalchemy as sa
 
-from contact_import_pipeline.storage.bucket import BucketError
-from contact_import_pipeline.storage.contacts import ContactsStore
-from contact_import_pipeline.storage.schema import default_database_url
-from contact_import_pipeline.app.graphql import DagsterApi, DagsterApiError, DagsterConfigInvalid, DagsterUnreachable, RunNotFound, RunState, dagster_url_from_env
+from contact_import_pipeline.app import render
+from contact_import_pipeline.app.graphql import (
+    DagsterApi,
+    DagsterApiError,
+    DagsterConfigInvalid,
+    DagsterUnreachable,
+    RunNotFound,
+    RunState,
+    dagster_url_from_env,
+)
+from contact_import_pipeline.app.runner import (
+    LOCAL_HOME,
+    ImportFailed,
+    ImportRequest,
+    ProgressListener,
+    run_import,
+)
 from contact_import_pipeline.app.trigger import trigger_import
 from contact_import_pipeline.errors import ImportFileError, OptionsError
 from contact_import_pipeline.keys import validate_workspace_id
-from contact_import_pipeline.storage.ledger import Ledger, LedgerEntry
-from contact_import_pipeline.app.runner import LOCAL_HOME, ImportFailed, ImportRequest, run_import
 from contact_import_pipeline.settings import STATUS_POLL_SECONDS, STATUS_RECONNECT_SECONDS
+from contact_import_pipeline.storage.bucket import BucketError
+from contact_import_pipeline.storage.contacts import ContactsStore
+from contact_import_pipeline.storage.ledger import Ledger, LedgerEntry
+from contact_import_pipeline.storage.schema import default_database_url
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
-BAR_WIDTH = 30  # characters of the `status --follow` progress bar
 DEMO_WORKSPACE = "demo"
-SUMMARY_KEYS = (
-    "status", "workspace_id", "import_tag", "total", "imported", "updated", "skipped", "failed",
-    "batches", "errors", "rejects_file", "run_id",
+ERASE_TO_END = "\x1b[K"  # a redrawn line may be shorter than the one it replaces
+
+Command = TypeVar("Command", bound=Callable[..., Any])
+
+
+def _options(*decorators: Callable[[Command], Command]) -> Callable[[Command], Command]:
+    """Several click options as one decorator, listed in the order ``--help`` shows them."""
+
+    def apply(command: Command) -> Command:
+        for decorator in reversed(decorators):
+            command = decorator(command)
+        return command
+
+    return apply
+
+
+SOURCE_HELP = "SOURCE is a CSV file: a local path, an http(s) URL, or a bucket key <workspace>/imports/<name>.csv."
+WORKSPACE = click.option("--workspace", required=True, help="workspace id the contacts belong to")
+IMPORT_OPTIONS = _options(
+    WORKSPACE,
+    click.option("--tag", default="", help="import tag (default: import:<UTC time>Z)"),
+    click.option("--board-phone", default="", help="board phone number, stored in metadata.board_phone_number"),
+    click.option("--region", default="", help="default region for national numbers (default: US)"),
+)
+BATCH_SIZE = click.option("--batch-size", type=int, default=None, help="contacts per insert batch")
+DATABASE_URL = click.option(
+    "--database-url", default=None, help="contacts database URL (default: $CONTACTS_DATABASE_URL or local SQLite)"
+)
+DAGSTER_URL = click.option(
+    "--dagster-url", default=None, help="Dagster webserver (default: $DAGSTER_URL or http://127.0.0.1:3000)"
 )
 
 
-def _add_import_options(parser: argparse.ArgumentParser, several: bool = False) -> None:
-    """Options shared by every command that starts an import."""
-    what = "CSV file: a local path, an http(s) URL, or a bucket key <workspace>/imports/<name>.csv"
-    if several:
-        parser.add_argument("sources", nargs="+", metavar="source", help=what + " (several: one run imports them all, in this order)")
-    else:
-        parser.add_argument("source", help=what)
-    parser.add_argument("--workspace", required=True, help="workspace id the contacts belong to")
-    parser.add_argument("--tag", default="", help="import tag (default: import:<UTC time>Z)")
-    parser.add_argument("--board-phone", default="", help="board phone number, stored in metadata.board_phone_number")
-    parser.add_argument("--region", default="", help="default region for national numbers (default: US)")
+def _json_option(text: str) -> Callable[[Command], Command]:
+    return click.option("--json", "as_json", is_flag=True, help=text)
 
 
-def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="contact-import", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    imp = commands.add_parser("import", help="import a CSV file in this process (no daemon needed)")
-    _add_import_options(imp)
-    imp.add_argument("--batch-size", type=int, default=None, help="contacts per insert batch")
-    imp.add_argument("--on-duplicate", choices=("skip", "update"), default="", help="existing phone: skip (default) or update empty fields")
-    imp.add_argument("--database-url", default=None, help="contacts database URL (default: $CONTACTS_DATABASE_URL or local SQLite)")
-    imp.add_argument("--json", action="store_true", help="print one JSON object")
-    imp.set_defaults(handler=_cmd_import)
-
-    con = commands.add_parser("contacts", help="list a workspace's contacts")
-    con.add_argument("--workspace", required=True)
-    con.add_argument("--tag", default=None, help="only contacts carrying this import tag")
-    con.add_argument("--database-url", default=None)
-    con.add_argument("--json", action="store_true", help="print a JSON list")
-    con.set_defaults(handler=_cmd_contacts)
-
-    demo = commands.add_parser("demo", help="import the bundled sample into the local default and explain what to do next")
-    demo.set_defaults(handler=_cmd_demo)
-
-    trigger = commands.add_parser("trigger", help="launch one run importing one or more files on the Dagster daemon over GraphQL")
-    _add_import_options(trigger, several=True)
-    trigger.add_argument("--batch-size", type=int, default=None, help="contacts per insert batch")
-    _add_dagster_options(trigger, "print one JSON object {run_id, run_url, files}")
-    trigger.set_defaults(handler=_cmd_trigger)
-
-    status = commands.add_parser("status", help="show a run's progress (over GraphQL) and each of its imports (from the ledger)")
-    status.add_argument("run_id")
-    status.add_argument("--follow", action="store_true", help="draw a progress bar until the run ends")
-    status.add_argument("--database-url", default=None, help="contacts database holding the ledger (default: $CONTACTS_DATABASE_URL or local SQLite)")
-    _add_dagster_options(status, "print JSON (with --follow: one object per change, the last one final)")
-    status.set_defaults(handler=_cmd_status)
-
-    hist = commands.add_parser("imports", help="list a workspace's imports, newest first (from the ledger)")
-    hist.add_argument("--workspace", required=True)
-    hist.add_argument("--database-url", default=None)
-    hist.add_argument("--json", action="store_true", help="print a JSON list")
-    hist.set_defaults(handler=_cmd_imports)
-
-    undo = commands.add_parser("undo", help="delete the contacts an import created (never those it skipped or updated)")
-    undo.add_argument("tag", help="the import tag")
-    undo.add_argument("--workspace", required=True)
-    undo.add_argument("--dry-run", action="store_true", help="only print how many contacts would be deleted")
-    undo.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    undo.add_argument("--database-url", default=None)
-    undo.add_argument("--json", action="store_true", help="print one JSON object")
-    undo.set_defaults(handler=_cmd_undo)
-    return parser
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def contact_import() -> None:
+    """Import contact CSV files, follow their runs, list and undo imports."""
 
 
-def _print_json(value: Any) -> None:
-    print(json.dumps(value, ensure_ascii=False, default=str))
-
-
-def _summary_text(summary: dict[str, Any]) -> str:
-    def reasons(counts: dict[str, int]) -> str:
-        return f" ({', '.join(f'{k} {v}' for k, v in counts.items())})" if counts else ""
-
-    lines = [
-        f"Imported {summary['file']} into workspace {summary['workspace_id']} with tag {summary['import_tag']}",
-        f"  total {summary['total']} | imported {summary['imported']} | updated {summary['updated']} | "
-        f"skipped {summary['skipped']}{reasons(summary['skipped_by_reason'])} | "
-        f"failed {summary['failed']}{reasons(summary['failed_by_reason'])} | batches {summary['batches']}",
-    ]
-    lines += [f"  row {e['row']}: {e['reason']}: {e['detail']}" for e in summary["errors"]]
-    if summary.get("rejects_file"):
-        lines.append(f"  rejects file: {summary['rejects_file']}")
-    lines.append(f"  run id: {summary['run_id']}")
-    return "\n".join(lines)
-
-
-def _cmd_import(args: argparse.Namespace) -> int:
+@contact_import.command("import", epilog=SOURCE_HELP)
+@click.argument("source")
+@IMPORT_OPTIONS
+@BATCH_SIZE
+@click.option(
+    "--on-duplicate",
+    type=click.Choice(["skip", "update"]),
+    default=None,
+    help="existing phone: skip (default) or update empty fields",
+)
+@DATABASE_URL
+@_json_option("print one JSON object")
+@click.option(
+    "--verbose", is_flag=True, help="print Dagster's events of the run to stderr (a failed step's stack trace too)"
+)
+def import_command(
+    source: str,
+    workspace: str,
+    tag: str,
+    board_phone: str,
+    region: str,
+    batch_size: int | None,
+    on_duplicate: str | None,
+    database_url: str | None,
+    as_json: bool,
+    verbose: bool,
+) -> int:
+    """Import a CSV file in this process (no daemon needed)."""
     request = ImportRequest(
-        source=args.source,
-        workspace_id=args.workspace,
-        import_tag=args.tag,
-        board_phone_number=args.board_phone,
-        default_region=args.region,
-        batch_size=args.batch_size,
-        on_duplicate=args.on_duplicate,
+        source=source,
+        workspace_id=workspace,
+        import_tag=tag,
+        board_phone_number=board_phone,
+        default_region=region,
+        batch_size=batch_size,
+        on_duplicate=on_duplicate or "",
     )
+    # Live progress is for a person at a terminal: a caller reading JSON, a log file or Dagster's
+    # own events (--verbose, on the same stream) gets the output of the end only.
+    live = not as_json and not verbose and sys.stderr.isatty()
     try:
-        validate_workspace_id(args.workspace)
-        summary = run_import(request, database_url=args.database_url)
+        validate_workspace_id(workspace)
+        with _live_progress(live) as on_progress:
+            summary = run_import(request, database_url=database_url, verbose=verbose, on_progress=on_progress)
     except OptionsError as exc:
-        return _fail(args, str(exc), EXIT_BAD_INPUT)
+        return _fail(as_json, str(exc), EXIT_BAD_INPUT)
     except ImportFailed as exc:
-        return _fail(args, str(exc), EXIT_BAD_INPUT if exc.user_error else EXIT_FAILED, exc.run_id)
-    if args.json:
-        _print_json({key: summary.get(key) for key in SUMMARY_KEYS} | {
-            "skipped_by_reason": summary["skipped_by_reason"],
-            "failed_by_reason": summary["failed_by_reason"],
-            "timings": summary["timings"],
-        })
-    else:
-        print(_summary_text(summary))
+        return _fail(as_json, str(exc), EXIT_BAD_INPUT if exc.user_error else EXIT_FAILED, exc.run_id)
+    click.echo(render.json_text(render.summary_json(summary)) if as_json else render.summary_text(summary))
     return EXIT_OK
 
 
-def _fail(args: argparse.Namespace, message: str, code: int, run_id: str | None = None) -> int:
-    if getattr(args, "json", False):
-        _print_json({"status": "failed", "error": message, "run_id": run_id})
+@contextmanager
+def _live_progress(live: bool) -> Iterator[ProgressListener | None]:
+    """A listener that redraws the run's progress on one line of the terminal, erased when the run
+    ends (the summary or the error takes its place); None when not ``live``.
+
+    It draws on a copy of stderr's descriptor taken before the run: while steps execute, Dagster
+    points this process's stderr at the run's compute log, which is no place for a progress line.
+    """
+    if not live:
+        yield None
+        return
+    with open(os.dup(sys.stderr.fileno()), "w", encoding=sys.stderr.encoding, errors="replace") as terminal:
+
+        def draw(text: str) -> None:
+            terminal.write(f"\r{text}{ERASE_TO_END}")
+            terminal.flush()
+
+        try:
+            yield lambda seen: draw(render.import_progress_line(seen.stage, seen.progress))
+        finally:
+            draw("")
+
+
+def _fail(as_json: bool, message: str, code: int, run_id: str | None = None) -> int:
+    if as_json:
+        click.echo(render.json_text(render.failure_json(message, run_id)))
     else:
-        print(f"contact-import: {message}", file=sys.stderr)
+        click.echo(f"contact-import: {message}", err=True)
     return code
 
 
-def _check_workspace(args: argparse.Namespace) -> int | None:
+def _check_workspace(workspace: str, as_json: bool) -> int | None:
     """Exit code 2 (with the reason printed) when --workspace is invalid, else None."""
     try:
-        validate_workspace_id(args.workspace)
+        validate_workspace_id(workspace)
     except OptionsError as exc:
-        return _fail(args, str(exc), EXIT_BAD_INPUT)
+        return _fail(as_json, str(exc), EXIT_BAD_INPUT)
     return None
 
 
-def _store(args: argparse.Namespace) -> ContactsStore:
+def _store(database_url: str | None) -> ContactsStore:
     """The contacts database named by --database-url (or the default), with its tables."""
-    store = ContactsStore(args.database_url or default_database_url())
+    store = ContactsStore(database_url or default_database_url())
     store.create_schema()
     return store
 
 
-def _cmd_contacts(args: argparse.Namespace) -> int:
-    if (code := _check_workspace(args)) is not None:
+@contact_import.command("contacts")
+@WORKSPACE
+@click.option("--tag", default=None, help="only contacts carrying this import tag")
+@DATABASE_URL
+@_json_option("print a JSON list")
+def contacts_command(workspace: str, tag: str | None, database_url: str | None, as_json: bool) -> int:
+    """List a workspace's contacts."""
+    if (code := _check_workspace(workspace, as_json)) is not None:
         return code
-    store = _store(args)
-    rows = store.query_contacts(args.workspace, args.tag)
-    if args.json:
-        _print_json(rows)
+    rows = _store(database_url).query_contacts(workspace, tag)
+    if as_json:
+        click.echo(render.json_text(rows))
     else:
         for row in rows:
-            print(f"{row['phone_number']:<16} {row['firstname']} {row['lastname']} <{row['email'] or ''}> {row['tags']}")
-        print(f"{len(rows)} contacts")
+            click.echo(render.contact_line(row))
+        click.echo(f"{len(rows)} contacts")
     return EXIT_OK
 
 
-def _cmd_demo(_args: argparse.Namespace) -> int:
+@contact_import.command("demo")
+def demo_command() -> int:
+    """Import the bundled sample into the local default and explain what to do next."""
     sample = resources.files("contact_import_pipeline") / "sample" / "sample-contacts.csv"
     with resources.as_file(sample) as path:
         try:
             summary = run_import(ImportRequest(source=str(path), workspace_id=DEMO_WORKSPACE))
         except ImportFailed as exc:
-            print(f"contact-import demo: {exc}", file=sys.stderr)
+            click.echo(f"contact-import demo: {exc}", err=True)
             return EXIT_FAILED
-    print(_summary_text(summary))
+    click.echo(render.summary_text(summary))
     home = LOCAL_HOME.resolve()
-    print(
+    click.echo(
         "\nNext: open the Dagster UI on this instance to see the asset graph and this run:\n"
         f"  DAGSTER_HOME={home} .venv/bin/dagster dev -w workspace.yaml\n"
         "then browse http://127.0.0.1:3000 (Assets -> contact_import, Runs -> the run above).\n"
@@ -209,120 +230,162 @@ def _cmd_demo(_args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _cmd_imports(args: argparse.Namespace) -> int:
-    if (code := _check_workspace(args)) is not None:
+@contact_import.command("imports")
+@WORKSPACE
+@DATABASE_URL
+@_json_option("print a JSON list")
+def imports_command(workspace: str, database_url: str | None, as_json: bool) -> int:
+    """List a workspace's imports, newest first (from the ledger)."""
+    if (code := _check_workspace(workspace, as_json)) is not None:
         return code
-    entries = Ledger(_store(args)).entries(workspace_id=args.workspace)
-    if args.json:
-        _print_json([entry.to_dict() for entry in entries])
+    entries = Ledger(_store(database_url)).entries(workspace_id=workspace)
+    if as_json:
+        click.echo(render.json_text([entry.to_dict() for entry in entries]))
         return EXIT_OK
-    for e in entries:
-        undone = f" | undone {e.undone_at} ({e.undone_count} deleted)" if e.undone_at else ""
-        error = f"\n  error: {e.error}" if e.error else ""
-        print(
-            f"{e.started_at or '-'}  {e.status:<11} {e.import_tag}  {e.file}\n"
-            f"  total {e.total} | imported {e.imported} | updated {e.updated} | skipped {e.skipped} | "
-            f"failed {e.failed} | ended {e.ended_at or '-'} | {e.origin} | run {e.run_id}{undone}{error}"
-        )
-    print(f"{len(entries)} imports")
+    for entry in entries:
+        click.echo(render.history_text(entry))
+    click.echo(f"{len(entries)} imports")
     return EXIT_OK
 
 
-def _cmd_undo(args: argparse.Namespace) -> int:
-    """Count, confirm, delete in one statement, then record the undo in the ledger."""
-    if (code := _check_workspace(args)) is not None:
+@contact_import.command("undo")
+@click.argument("tag")
+@WORKSPACE
+@click.option("--dry-run", is_flag=True, help="only print how many contacts would be deleted")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+@DATABASE_URL
+@_json_option("print one JSON object")
+def undo_command(tag: str, workspace: str, dry_run: bool, yes: bool, database_url: str | None, as_json: bool) -> int:
+    """Delete the contacts an import created (never those it skipped or updated); TAG is the import tag.
+
+    Count, confirm, delete in one statement, then record the undo in the ledger.
+    """
+    if (code := _check_workspace(workspace, as_json)) is not None:
         return code
-    store = _store(args)
+    store = _store(database_url)
     ledger = Ledger(store)
-    result: dict[str, Any] = {"workspace_id": args.workspace, "import_tag": args.tag}
-    count = store.undo_import(args.workspace, args.tag, dry_run=True)
-    if args.dry_run:
-        return _undo_report(args, result | {"dry_run": True, "would_delete": count},
-                            f"would delete {count} contacts created by import {args.tag} in workspace {args.workspace}")
-    if count and not args.yes:
+    result: dict[str, Any] = {"workspace_id": workspace, "import_tag": tag}
+    count = store.undo_import(workspace, tag, dry_run=True)
+    if dry_run:
+        return _report(
+            as_json,
+            result | {"dry_run": True, "would_delete": count},
+            f"would delete {count} contacts created by import {tag} in workspace {workspace}",
+        )
+    if count and not yes:
         if not sys.stdin.isatty():
-            return _fail(args, f"undo would delete {count} contacts; pass --yes to confirm (no terminal to ask)", EXIT_BAD_INPUT)
-        answer = input(f"Delete {count} contacts created by import {args.tag} in workspace {args.workspace}? [y/N] ")
+            return _fail(
+                as_json,
+                f"undo would delete {count} contacts; pass --yes to confirm (no terminal to ask)",
+                EXIT_BAD_INPUT,
+            )
+        answer = input(f"Delete {count} contacts created by import {tag} in workspace {workspace}? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
-            return _fail(args, "undo cancelled; nothing deleted", EXIT_BAD_INPUT)
-    deleted = store.undo_import(args.workspace, args.tag)
-    ledger.record_undo(args.workspace, args.tag, deleted)
+            return _fail(as_json, "undo cancelled; nothing deleted", EXIT_BAD_INPUT)
+    deleted = store.undo_import(workspace, tag)
+    ledger.record_undo(workspace, tag, deleted)
     if deleted:
-        message = f"deleted {deleted} contacts created by import {args.tag} in workspace {args.workspace}"
+        message = f"deleted {deleted} contacts created by import {tag} in workspace {workspace}"
     else:
-        stamps = [e.undone_at for e in ledger.entries(workspace_id=args.workspace, import_tag=args.tag) if e.undone_at]
-        message = f"nothing to undo: import {args.tag} has no remaining contacts in workspace {args.workspace}" + (
+        stamps = [e.undone_at for e in ledger.entries(workspace_id=workspace, import_tag=tag) if e.undone_at]
+        message = f"nothing to undo: import {tag} has no remaining contacts in workspace {workspace}" + (
             f" (already undone at {min(stamps)})" if stamps else ""
         )
-    return _undo_report(args, result | {"dry_run": False, "deleted": deleted}, message)
+    return _report(as_json, result | {"dry_run": False, "deleted": deleted}, message)
 
 
-def _undo_report(args: argparse.Namespace, result: dict[str, Any], message: str) -> int:
-    if args.json:
-        _print_json(result)
-    else:
-        print(message)
+def _report(as_json: bool, result: dict[str, Any], message: str) -> int:
+    click.echo(render.json_text(result) if as_json else message)
     return EXIT_OK
 
 
-def _add_dagster_options(parser: argparse.ArgumentParser, json_help: str) -> None:
-    parser.add_argument(
-        "--dagster-url", default=None, help="Dagster webserver (default: $DAGSTER_URL or http://127.0.0.1:3000)"
-    )
-    parser.add_argument("--json", action="store_true", help=json_help)
-
-
-def _cmd_trigger(args: argparse.Namespace) -> int:
+@contact_import.command("trigger", epilog=SOURCE_HELP + " Several: one run imports them all, in this order.")
+@click.argument("sources", nargs=-1, required=True, metavar="SOURCE...")
+@IMPORT_OPTIONS
+@BATCH_SIZE
+@DAGSTER_URL
+@_json_option("print one JSON object {run_id, run_url, files}")
+def trigger_command(
+    sources: tuple[str, ...],
+    workspace: str,
+    tag: str,
+    board_phone: str,
+    region: str,
+    batch_size: int | None,
+    dagster_url: str | None,
+    as_json: bool,
+) -> int:
+    """Launch one run importing one or more files on the Dagster daemon over GraphQL."""
     try:
         result = trigger_import(
-            args.sources,
-            args.workspace,
-            tag=args.tag,
-            board_phone=args.board_phone,
-            region=args.region,
-            batch_size=args.batch_size,
-            dagster_url=args.dagster_url or dagster_url_from_env(),
+            list(sources),
+            workspace,
+            tag=tag,
+            board_phone=board_phone,
+            region=region,
+            batch_size=batch_size,
+            dagster_url=dagster_url or dagster_url_from_env(),
         )
     except (OptionsError, ImportFileError, DagsterConfigInvalid, DagsterUnreachable) as exc:
-        return _fail(args, str(exc), EXIT_BAD_INPUT)
+        return _fail(as_json, str(exc), EXIT_BAD_INPUT)
     except (DagsterApiError, BucketError) as exc:
-        return _fail(args, str(exc), EXIT_FAILED)
-    if args.json:
-        _print_json({"run_id": result.run_id, "run_url": result.run_url, "files": result.keys})
+        return _fail(as_json, str(exc), EXIT_FAILED)
+    if as_json:
+        click.echo(render.json_text({"run_id": result.run_id, "run_url": result.run_url, "files": result.keys}))
     else:
-        print(f"Launched run {result.run_id} for {', '.join(result.keys)}")
-        print(f"  watch it: {result.run_url}")
-        print(f"  progress: contact-import status {result.run_id} --follow")
+        click.echo(f"Launched run {result.run_id} for {', '.join(result.keys)}")
+        click.echo(f"  watch it: {result.run_url}")
+        click.echo(f"  progress: contact-import status {result.run_id} --follow")
     return EXIT_OK
 
 
-def _cmd_status(args: argparse.Namespace) -> int:
-    """The run's progress, then one line per import; exit 1 when the run or any of its imports failed."""
-    api = DagsterApi(args.dagster_url or dagster_url_from_env())
+@contact_import.command("status")
+@click.argument("run_id")
+@click.option("--follow", is_flag=True, help="draw a progress bar until the run ends")
+@click.option(
+    "--database-url",
+    default=None,
+    help="contacts database holding the ledger (default: $CONTACTS_DATABASE_URL or local SQLite)",
+)
+@DAGSTER_URL
+@_json_option("print JSON (with --follow: one object per change, the last one final)")
+def status_command(run_id: str, follow: bool, database_url: str | None, dagster_url: str | None, as_json: bool) -> int:
+    """Show a run's progress (over GraphQL) and each of its imports (from the ledger).
+
+    Exit 1 when the run or any of its imports failed.
+    """
+    api = DagsterApi(dagster_url or dagster_url_from_env())
     try:
-        state = _follow(api, args) if args.follow else api.read_run(args.run_id)
+        state = _follow(api, run_id, as_json) if follow else api.read_run(run_id)
         reason = _failure_reason(api, state)
     except RunNotFound as exc:
-        return _fail(args, str(exc), EXIT_BAD_INPUT, args.run_id)
+        return _fail(as_json, str(exc), EXIT_BAD_INPUT, run_id)
     except DagsterApiError as exc:
-        return _fail(args, str(exc), EXIT_FAILED, args.run_id)
-    imports = _run_imports(args, state)
+        return _fail(as_json, str(exc), EXIT_FAILED, run_id)
+    imports = _run_imports(database_url, state)
     failed_imports = [e for e in imports or [] if e.status in ("failed", "interrupted")]
-    if args.json:
-        _print_json(_status_json(api, state, reason) | {"imports": None if imports is None else [e.to_dict() for e in imports]})
+    if as_json:
+        click.echo(
+            render.json_text(
+                render.status_json(state, api.run_url(state.run_id), reason)
+                | {
+                    "imports": None if imports is None else [e.to_dict() for e in imports],
+                }
+            )
+        )
     else:
-        print(_final_line(state, reason) if state.finished else _progress_line(state))
+        click.echo(render.final_line(state, reason) if state.finished else render.progress_line(state))
         for entry in imports or []:
-            print(_import_status_line(entry))
+            click.echo(render.import_status_line(entry))
         if imports is None:
-            print("  (each file's progress is read from the contacts database: pass --database-url)")
+            click.echo("  (each file's progress is read from the contacts database: pass --database-url)")
     return EXIT_FAILED if reason or (state.finished and failed_imports) else EXIT_OK
 
 
-def _run_imports(args: argparse.Namespace, state: RunState) -> list[LedgerEntry] | None:
+def _run_imports(database_url: str | None, state: RunState) -> list[LedgerEntry] | None:
     """The run's imports from the ledger, or None when the contacts database cannot be read here
     (a local SQLite file that does not exist is not created)."""
-    url = args.database_url or default_database_url()
+    url = database_url or default_database_url()
     try:
         parsed = sa.engine.make_url(url)
         if parsed.get_backend_name() == "sqlite" and parsed.database and not Path(parsed.database).is_file():
@@ -338,22 +401,14 @@ def _run_imports(args: argparse.Namespace, state: RunState) -> list[LedgerEntry]
         store.dispose()
 
 
-def _import_status_line(e: LedgerEntry) -> str:
-    line = (
-        f"  {e.file} ({e.workspace_id}, {e.import_tag}): {e.status} {e.processed}/{e.total} | imported {e.imported} | "
-        f"updated {e.updated} | skipped {e.skipped} | failed {e.failed}"
-    )
-    return line + (f" | {e.error}" if e.error else "")
-
-
-def _follow(api: DagsterApi, args: argparse.Namespace) -> RunState:
+def _follow(api: DagsterApi, run_id: str, as_json: bool) -> RunState:
     """Re-read the run until it ends, drawing each change; survives a webserver restart."""
-    interactive = sys.stdout.isatty() and not args.json
+    interactive = sys.stdout.isatty() and not as_json
     shown: tuple[str, dict[str, Any]] | None = None
     unreachable_since: float | None = None
     while True:
         try:
-            state = api.read_run(args.run_id)
+            state = api.read_run(run_id)
             unreachable_since = None
         except DagsterUnreachable:
             unreachable_since = unreachable_since or time.monotonic()
@@ -363,14 +418,16 @@ def _follow(api: DagsterApi, args: argparse.Namespace) -> RunState:
             continue
         if state.finished:
             if interactive and shown is not None:
-                print()  # leave the last bar on its own line
+                click.echo()  # leave the last bar on its own line
             return state
         if (state.status, state.progress) != shown:
             shown = (state.status, state.progress)
-            if args.json:
-                _print_json(_status_json(api, state, None))
+            if as_json:
+                click.echo(render.json_text(render.status_json(state, api.run_url(state.run_id), None)))
+            elif interactive:
+                click.echo("\r" + render.progress_line(state), nl=False)
             else:
-                print(("\r" if interactive else "") + _progress_line(state), end="" if interactive else "\n", flush=True)
+                click.echo(render.progress_line(state))
         time.sleep(STATUS_POLL_SECONDS)
 
 
@@ -383,45 +440,20 @@ def _failure_reason(api: DagsterApi, state: RunState) -> str | None:
     return state.progress.get("error") or "; ".join(api.step_failures(state.run_id)) or "the run failed"
 
 
-def _status_json(api: DagsterApi, state: RunState, reason: str | None) -> dict[str, Any]:
-    return {
-        "run_id": state.run_id,
-        "run_status": state.status,
-        "run_url": api.run_url(state.run_id),
-        "progress": state.progress,
-        "error": reason,
-    }
-
-
-
-def _progress_line(state: RunState) -> str:
-    """``[#####-----] 2500/5000 processed | imported 2400 | skipped 60 | failed 40 | batch 5/10 | processing``."""
-    p = state.progress
-    total, processed = p.get("total"), p.get("processed", 0)
-    if not total:
-        return f"[{'-' * BAR_WIDTH}] {p.get('status') or state.status.lower()} ({state.status})"
-    filled = BAR_WIDTH * min(processed, total) // total
-    return (
-        f"[{'#' * filled}{'-' * (BAR_WIDTH - filled)}] {processed}/{total} processed | "
-        f"imported {p.get('imported', 0)} | skipped {p.get('skipped', 0)} | failed {p.get('failed', 0)} | "
-        f"batch {p.get('current_batch', 0)}/{p.get('total_batches', 0)} | {p.get('status', state.status.lower())}"
-    )
-
-
-def _final_line(state: RunState, reason: str | None) -> str:
-    if reason:
-        return f"run {state.run_id} failed: {reason}"
-    p = state.progress
-    return (
-        f"run {state.run_id} completed: {p.get('total', 0)} rows | imported {p.get('imported', 0)} | "
-        f"updated {p.get('updated', 0)} | skipped {p.get('skipped', 0)} | failed {p.get('failed', 0)} | "
-        f"batches {p.get('total_batches', 0)}"
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = _build_parser().parse_args(argv)
-    return args.handler(args)
+    """Run the command and return its exit code (the console script exits with it).
+
+    Click's standalone mode would exit the interpreter itself; callers and tests need the code.
+    """
+    try:
+        code = contact_import.main(args=argv, prog_name="contact-import", standalone_mode=False)
+    except click.ClickException as exc:  # a usage error: wrong or missing arguments (exit code 2)
+        exc.show()
+        return exc.exit_code
+    except click.Abort:  # Ctrl-C or end of input while a command ran
+        click.echo("Aborted!", err=True)
+        return EXIT_FAILED
+    return code
 
 
 if __name__ == "__main__":

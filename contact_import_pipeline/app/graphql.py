@@ -215,7 +215,10 @@ class DagsterApi:
         run = self._run(RUN_STATE, run_id)
         tags = {tag["key"]: tag["value"] for tag in run["tags"]}
         return RunState(
-            run_id=run["runId"], status=run["status"], tags=tags, progress=read_progress(tags),
+            run_id=run["runId"],
+            status=run["status"],
+            tags=tags,
+            progress=read_progress(tags),
             root_run_id=run.get("rootRunId") or run["runId"],
         )
 

@@ -7,25 +7,31 @@ so that ``dagster dev`` pointed at the same home shows it, and its import is in 
 from __future__ import annotations
 
 import os
+import sys
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import sqlalchemy as sa
 
-from contact_import_pipeline.defs import launch
-from contact_import_pipeline.defs.resources import bucket_from_env
-from contact_import_pipeline.storage.contacts import ContactsStore
-from contact_import_pipeline.storage.schema import default_database_url
+from contact_import_pipeline.defs import assets, launch
 from contact_import_pipeline.defs.io_manager import remove_run_outputs
-from contact_import_pipeline.keys import UnsafeKeyError, parse_import_key
-from contact_import_pipeline.storage.ledger import Ledger, LedgerEntry
+from contact_import_pipeline.defs.progress import describe_step_failure, read_progress
+from contact_import_pipeline.defs.resources import bucket_from_env
 from contact_import_pipeline.importing.options import key_for_source
-from contact_import_pipeline.defs.progress import describe_step_failure
+from contact_import_pipeline.keys import UnsafeKeyError, parse_import_key
 from contact_import_pipeline.settings import DEFAULT_SMALL_FILE_BYTES
+from contact_import_pipeline.storage.contacts import ContactsStore
+from contact_import_pipeline.storage.ledger import Ledger, LedgerEntry
+from contact_import_pipeline.storage.schema import default_database_url
 from contact_import_pipeline.storage.sources import ALLOW_LOCAL_SOURCES_ENV
-from contact_import_pipeline.vocabulary import IMPORT_JOB_NAME, ImportStatus, Origin
+from contact_import_pipeline.vocabulary import CLI_CALL_TAG, IMPORT_JOB_NAME, ImportStatus, Origin
 
 LOCAL_HOME = Path(".contact_import") / "dagster_home"
 # The local instance of the demo and the CLI: SQLite storage in the home folder, the same
@@ -41,8 +47,14 @@ run_monitoring:
 telemetry:
   enabled: false
 """
-# Dagster's console log of a CLI run: warnings and errors only (set DEBUG to see every event).
-CONSOLE_LOG_LEVEL = os.environ.get("CONTACT_IMPORT_LOG_LEVEL", "WARNING")
+# Dagster's console log of a run started here. The caller prints the outcome (one line for a file
+# that cannot be imported); the events, a failed step's stack trace included, stay in the run's
+# event log unless the caller asks for them (``contact-import import --verbose``).
+QUIET_LOG_LEVEL, VERBOSE_LOG_LEVEL = "CRITICAL", "DEBUG"
+# How often a watcher of the run looks at it: twice a second looks live, and each look is two small
+# reads of the instance's storage.
+WATCH_SECONDS = 0.5
+STDERR_FD = 2
 # Above this size a local file's import runs its steps in child processes (the sensor's threshold
 # between a shared one-process run and a run of its own).
 IN_PROCESS_MAX_BYTES = DEFAULT_SMALL_FILE_BYTES
@@ -95,6 +107,108 @@ class ImportRequest:
         return entry
 
 
+class Stage(StrEnum):
+    """What a run of imports is doing, in the words shown to a person watching it."""
+
+    READING = "reading"
+    NORMALIZING = "normalizing"
+    DEDUPLICATING = "deduplicating"
+    INSERTING = "inserting"
+    SUMMARIZING = "summarizing"
+
+
+# The stage each op of the import job starts; a step key is ``[<graph>.]<op>[[<mapping key>]]``.
+STAGE_OF_OP = {
+    assets.raw_csv.op.name: Stage.READING,
+    assets.normalized_contacts.op.name: Stage.NORMALIZING,
+    assets.deduped_contacts.op.name: Stage.DEDUPLICATING,
+    assets.plan_batches.name: Stage.INSERTING,
+    assets.insert_batch.name: Stage.INSERTING,
+    assets.summarize.name: Stage.SUMMARIZING,
+}
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    """One look at a running import: the stage it entered, and the run's progress fields
+    (``defs.progress.read_progress``; empty for a stage the run had already left when looked at)."""
+
+    stage: Stage
+    progress: dict[str, Any]
+
+
+ProgressListener = Callable[[RunProgress], None]
+
+
+class RunWatcher:
+    """Tells a listener, from a thread of its own, each change of a run's stage and progress.
+
+    It reads what every executor writes to the instance (step starts, progress tags), so it works
+    alike whether the steps run in this process or each in a process of its own. Every stage the
+    run entered is told, in order, even one that began and ended between two looks; the last look
+    is taken after the run ended, so the listener sees the final counts.
+    """
+
+    def __init__(self, instance: dg.DagsterInstance, run: dg.RunsFilter, listener: ProgressListener) -> None:
+        self._instance = instance
+        self._run = run
+        self._listener = listener
+        self._cursor: str | None = None
+        self._told: RunProgress | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="contact-import-progress", daemon=True)
+
+    def __enter__(self) -> None:
+        self._thread.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(WATCH_SECONDS):
+            self._look()
+        self._look()
+
+    def _look(self) -> None:
+        try:
+            runs = self._instance.get_runs(filters=self._run, limit=1)
+            if not runs:  # not created yet
+                return
+            starts = self._instance.get_records_for_run(
+                runs[0].run_id, cursor=self._cursor, of_type=dg.DagsterEventType.STEP_START
+            )
+        except sa.exc.OperationalError:  # a busy SQLite storage: look again next time
+            return
+        self._cursor = starts.cursor
+        told = self._told.stage if self._told else None
+        entered: list[Stage] = []  # the stages the run entered since the last look, in order
+        for record in starts.records:
+            stage = STAGE_OF_OP.get(_op_name(record.event_log_entry.step_key or ""))
+            if stage is not None and stage != (entered[-1] if entered else told):
+                entered.append(stage)
+        for left in entered[:-1]:
+            self._tell(RunProgress(left, {}))
+        current = entered[-1] if entered else told
+        if current is not None:
+            self._tell(RunProgress(current, read_progress(runs[0].tags)))
+
+    def _tell(self, seen: RunProgress) -> None:
+        if seen != self._told:
+            self._told = seen
+            self._listener(seen)
+
+
+def _op_name(step_key: str) -> str:
+    return step_key.split("[", 1)[0].rsplit(".", 1)[-1]
+
+
+def _watching(
+    instance: dg.DagsterInstance, run: dg.RunsFilter, listener: ProgressListener | None
+) -> AbstractContextManager[None]:
+    return RunWatcher(instance, run, listener) if listener is not None else nullcontext()
+
+
 def local_instance() -> dg.DagsterInstance:
     """``$DAGSTER_HOME``'s instance, or the project-local one (created on first use)."""
     if os.environ.get("DAGSTER_HOME"):
@@ -107,30 +221,37 @@ def local_instance() -> dg.DagsterInstance:
     return dg.DagsterInstance.from_config(str(home))
 
 
-def run_import(request: ImportRequest, database_url: str | None = None, instance: dg.DagsterInstance | None = None) -> dict[str, Any]:
+def run_import(
+    request: ImportRequest,
+    database_url: str | None = None,
+    instance: dg.DagsterInstance | None = None,
+    *,
+    verbose: bool = False,
+    on_progress: ProgressListener | None = None,
+) -> dict[str, Any]:
     """Import one file without a daemon and return its summary (from the ledger).
 
     Small files run every step in this process, which starts fastest and writes no step output.
     A local file over IN_PROCESS_MAX_BYTES runs the job's own multiprocess executor from here
     instead: each step gets a process of its own (memory stays per step) and batches insert 5 at
     a time; its step outputs are deleted once it succeeded.
+    ``verbose`` prints Dagster's events to stderr; ``on_progress`` is told each change of the run's
+    stage and progress while it runs (from another thread).
     """
     key, source = request.key_and_source()
     instance = instance or local_instance()
     database_url = database_url or default_database_url()
     big = bool(source) and Path(source).is_file() and Path(source).stat().st_size > IN_PROCESS_MAX_BYTES
     run_config = launch.run_config([request.file_entry(key, source)], in_process=not big, batch_size=request.batch_size)
-    # The command prints its own summary; Dagster's event stream stays in the run's log.
-    run_config["loggers"] = {"console": {"config": {"log_level": CONSOLE_LOG_LEVEL}}}
+    run_config["loggers"] = {"console": {"config": {"log_level": VERBOSE_LOG_LEVEL if verbose else QUIET_LOG_LEVEL}}}
     run_config.setdefault("resources", {})["contacts_db"] = {"config": {"url": database_url}}
     tags = launch.run_tags([key], Origin.CLI)
     saved = os.environ.get(ALLOW_LOCAL_SOURCES_ENV)
     os.environ[ALLOW_LOCAL_SOURCES_ENV] = "1"
     try:
-        if big:
-            run_id, success, failure = _run_in_step_processes(run_config, tags, instance)
-        else:
-            run_id, success, failure = _run_in_this_process(run_config, tags, instance)
+        run = _run_in_step_processes if big else _run_in_this_process
+        with _stderr_discarded() if big and not verbose else nullcontext():
+            run_id, success, failure = run(run_config, tags, instance, on_progress)
     finally:
         if saved is None:
             os.environ.pop(ALLOW_LOCAL_SOURCES_ENV, None)
@@ -148,6 +269,25 @@ def run_import(request: ImportRequest, database_url: str | None = None, instance
     return summary_of(entries[0])
 
 
+@contextmanager
+def _stderr_discarded() -> Iterator[None]:
+    """Point this process's stderr, which step processes inherit, at the null device meanwhile.
+
+    A step process announces its start there with a console logger of Dagster's own, at DEBUG,
+    whatever the run's console level; those events, and any failure, are in the run's event log.
+    """
+    sys.stderr.flush()
+    saved = os.dup(STDERR_FD)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), STDERR_FD)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, STDERR_FD)
+        os.close(saved)
+
+
 def _entry_after_failure(database_url: str, run_id: str) -> LedgerEntry | None:
     """The failed run's import, if the ledger can be read (the database may be what failed)."""
     store = ContactsStore(database_url)
@@ -161,21 +301,27 @@ def _entry_after_failure(database_url: str, run_id: str) -> LedgerEntry | None:
 
 
 def _run_in_this_process(
-    run_config: dict[str, Any], tags: dict[str, str], instance: dg.DagsterInstance
+    run_config: dict[str, Any], tags: dict[str, str], instance: dg.DagsterInstance, on_progress: ProgressListener | None
 ) -> tuple[str, bool, tuple[str, bool]]:
     from contact_import_pipeline.defs.definitions import defs
 
-    result = defs.resolve_job_def(IMPORT_JOB_NAME).execute_in_process(
-        run_config=run_config, instance=instance, tags=tags, raise_on_error=False
-    )
+    run_id = str(uuid.uuid4())  # as Dagster makes them
+    with _watching(instance, dg.RunsFilter(run_ids=[run_id]), on_progress):
+        result = defs.resolve_job_def(IMPORT_JOB_NAME).execute_in_process(
+            run_config=run_config, instance=instance, tags=tags, run_id=run_id, raise_on_error=False
+        )
     return result.run_id, result.success, _failure(result)
 
 
 def _run_in_step_processes(
-    run_config: dict[str, Any], tags: dict[str, str], instance: dg.DagsterInstance
+    run_config: dict[str, Any], tags: dict[str, str], instance: dg.DagsterInstance, on_progress: ProgressListener | None
 ) -> tuple[str, bool, tuple[str, bool]]:
     job = dg.build_reconstructable_job("contact_import_pipeline.defs.definitions", IMPORT_JOB_NAME)
-    with dg.execute_job(job, instance=instance, run_config=run_config, tags=tags) as result:
+    call = {CLI_CALL_TAG: str(uuid.uuid4())}
+    with (
+        _watching(instance, dg.RunsFilter(tags=call), on_progress),
+        dg.execute_job(job, instance=instance, run_config=run_config, tags=tags | call) as result,
+    ):
         return result.run_id, result.success, _failure(result)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +19,9 @@ from contact_import_pipeline.defs import launch
 from contact_import_pipeline.defs.resources import bucket_from_env
 from contact_import_pipeline.errors import ImportFileError, OptionsError
 from contact_import_pipeline.importing.options import FileSpec, check_batch_size, is_url, resolve_options
+from contact_import_pipeline.keys import IMPORTS_FOLDER, parse_import_key, validate_workspace_id
 from contact_import_pipeline.settings import SensorSettings
 from contact_import_pipeline.storage.bucket import BucketObject, ContactBucket, MissingObjectError
-from contact_import_pipeline.keys import IMPORTS_FOLDER, parse_import_key, validate_workspace_id
 from contact_import_pipeline.vocabulary import Origin
 
 
@@ -64,7 +64,9 @@ def trigger_import(
     keys = [entry["key"] for entry, _, _ in planned]
     repeated = sorted({k for k in keys if keys.count(k) > 1})
     if repeated:
-        raise OptionsError(f"several sources would import as the same key {', '.join(repeated)}: rename one, or trigger them separately")
+        raise OptionsError(
+            f"several sources would import as the same key {', '.join(repeated)}: rename one, or trigger them separately"
+        )
 
     api = DagsterApi(dagster_url)
     api.check_location()
@@ -95,7 +97,7 @@ def _check_source(
     key, run_source = request.key_and_source()
     entry = request.file_entry(key, run_source)
     # The same checks the run makes, so a bad tag, region or board phone fails here, not in a run.
-    resolve_options(FileSpec(**entry), {}, datetime.now(timezone.utc))
+    resolve_options(FileSpec(**entry), {}, datetime.now(UTC))
     if is_url(run_source):
         return entry, None, None
     if run_source:
@@ -124,7 +126,7 @@ def _upload(bucket: ContactBucket, path: Path, key: str) -> BucketObject:
     """
     data = path.read_bytes()
     if bucket.exists(key) and not _same_content(bucket, key, data):
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         import_key = parse_import_key(key)
         key = f"{import_key.workspace_id}/{IMPORTS_FOLDER}/{import_key.name[:-4]}-{stamp}.csv"
     if not bucket.exists(key):

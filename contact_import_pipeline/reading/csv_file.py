@@ -170,7 +170,13 @@ def _read_with_arrow(data: bytes, source: str, limits: Limits) -> CsvTable | Non
     header, table, rows, encoding = found
     frame = pd.DataFrame({name: table.column(name).to_pandas(types_mapper=_str_dtype) for name in table.column_names})
     return CsvTable(
-        source=source, header=header, frame=frame, rows=rows, rejects=[], encoding=encoding, delimiter=delimiter,
+        source=source,
+        header=header,
+        frame=frame,
+        rows=rows,
+        rejects=[],
+        encoding=encoding,
+        delimiter=delimiter,
         parser="arrow",
     )
 

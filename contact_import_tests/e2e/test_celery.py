@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -22,15 +21,24 @@ import dagster as dg
 import pytest
 
 from contact_import_pipeline.defs import launch
-from contact_import_pipeline.storage.contacts import ContactsStore
-from contact_import_pipeline.storage.outputs import BUCKET_OUTPUTS_PREFIX
-from contact_import_pipeline.storage.ledger import Ledger
 from contact_import_pipeline.defs.progress import read_progress
+from contact_import_pipeline.storage.contacts import ContactsStore
+from contact_import_pipeline.storage.ledger import Ledger
+from contact_import_pipeline.storage.outputs import BUCKET_OUTPUTS_PREFIX
 from contact_import_pipeline.vocabulary import IMPORT_JOB_CELERY_NAME, Origin
-from contact_import_tests.conftest import dagster_pg_env, insert_rows
-from contact_import_tests.s3_server import new_s3_bucket, s3_bucket_env, s3_endpoint  # noqa: F401 (fixture)
+from contact_import_tests.helpers import (
+    dagster_pg_env,
+    insert_rows,
+    numbered_rows,
+    phone_of,
+    reconstructable_job,
+    require_service,
+    start_group,
+    stop_groups,
+    write_csv,
+)
+from contact_import_tests.s3_server import new_s3_bucket, s3_bucket_env
 from contact_import_tests.servers import production_home, run_outputs_folder
-from contact_import_tests.test_pipeline import numbered_rows, write_csv
 
 BIN = Path(sys.executable).parent
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
@@ -45,7 +53,6 @@ STEP_OUTPUTS = sorted(
     + [f"contacts.insert_batch[{key}]/result" for key in BATCH_KEYS]
 )
 READY_TIMEOUT_SECONDS = 180.0
-STOP_GRACE_SECONDS = 15.0
 
 
 def require_redis() -> None:
@@ -55,10 +62,9 @@ def require_redis() -> None:
     try:
         redis.Redis(host=REDIS_HOST, port=REDIS_PORT, socket_connect_timeout=3).ping()
     except redis.RedisError as exc:
-        message = f"Redis not reachable at {REDIS_HOST}:{REDIS_PORT} ({exc}). Start it: redis-server --daemonize yes"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        require_service(
+            f"Redis not reachable at {REDIS_HOST}:{REDIS_PORT} ({exc}). Start it: redis-server --daemonize yes"
+        )
 
 
 def free_redis_db() -> int:
@@ -97,23 +103,15 @@ def big_file(path: Path) -> Path:
     return write_csv(path, ["First Name", "Last Name", "Email", "Mobile Phone"], rows)
 
 
-def _stop(process: subprocess.Popen) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=STOP_GRACE_SECONDS)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
 @pytest.mark.slow
+@pytest.mark.servers
 @pytest.mark.xdist_group("celery")
 def test_celery_workers_import_100k_rows_through_s3(
-    tmp_path: Path, pg_url: str, instance_db: str, celery_broker: str, s3_endpoint: str,  # noqa: F811
+    tmp_path: Path,
+    pg_url: str,
+    instance_db: str,
+    celery_broker: str,
+    s3_endpoint: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     bucket = new_s3_bucket(s3_endpoint)
@@ -135,7 +133,7 @@ def test_celery_workers_import_100k_rows_through_s3(
     store = ContactsStore(pg_url)
     store.create_schema()
     # 1,000 contacts exist before: 970 of them are valid, first-in-file rows of the upload.
-    pre = [(f"Old{i}", "", "", "", "", "", "", "", "", "", "", f"+121220{i // 10000:01d}{i % 10000:04d}") for i in range(1000)]
+    pre = [(f"Old{i}", "", "", "", "", "", "", "", "", "", "", phone_of(i)) for i in range(1000)]
     assert insert_rows(store, pre, workspace_id="ws1", lines=list(range(1000))).imported == 1000
 
     run_tag = uuid.uuid4().hex[:8]
@@ -145,14 +143,26 @@ def test_celery_workers_import_100k_rows_through_s3(
         for index in (1, 2):
             name = f"w{index}-{run_tag}@localhost"
             logs[name] = tmp_path / f"worker{index}.log"
-            workers[name] = subprocess.Popen(
-                [str(BIN / "celery"), "-A", "dagster_celery.app", "worker", "-P", "solo", "--prefetch-multiplier", "1",
-                 "-n", name, "-Q", "dagster", "--loglevel", "INFO"],
+            workers[name] = start_group(
+                [
+                    str(BIN / "celery"),
+                    "-A",
+                    "dagster_celery.app",
+                    "worker",
+                    "-P",
+                    "solo",
+                    "--prefetch-multiplier",
+                    "1",
+                    "-n",
+                    name,
+                    "-Q",
+                    "dagster",
+                    "--loglevel",
+                    "INFO",
+                ],
                 env={**os.environ, **env, "DAGSTER_HOME": str(homes[f"worker{index}"]), "PYTHONUNBUFFERED": "1"},
+                log=logs[name],
                 cwd=tmp_path,
-                stdout=logs[name].open("w"),
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
             )
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
         while not all("ready." in path.read_text(errors="replace") for path in logs.values()):
@@ -161,12 +171,16 @@ def test_celery_workers_import_100k_rows_through_s3(
             time.sleep(0.5)
 
         instance = dg.DagsterInstance.get()
-        files = [{"key": key, "version": uploaded.version, "uploaded_at": uploaded.last_modified, "import_tag": "celery"}]
+        files = [
+            {"key": key, "version": uploaded.version, "uploaded_at": uploaded.last_modified, "import_tag": "celery"}
+        ]
         # The Celery job's executor is configured in code: no execution config.
-        run_config = {k: v for k, v in launch.run_config(files, in_process=False, batch_size=10_000).items() if k != "execution"}
+        run_config = {
+            k: v for k, v in launch.run_config(files, in_process=False, batch_size=10_000).items() if k != "execution"
+        }
         started = time.perf_counter()
         with dg.execute_job(
-            dg.build_reconstructable_job("contact_import_pipeline.defs.definitions", IMPORT_JOB_CELERY_NAME),
+            reconstructable_job(IMPORT_JOB_CELERY_NAME),
             instance=instance,
             run_config=run_config,
             tags=launch.run_tags([key], Origin.CLI),
@@ -174,15 +188,23 @@ def test_celery_workers_import_100k_rows_through_s3(
             seconds = time.perf_counter() - started
             assert result.success, "\n".join(p.read_text()[-3000:] for p in logs.values())
             (materialization,) = [
-                e.materialization for e in result.get_asset_materialization_events()
+                e.materialization
+                for e in result.get_asset_materialization_events()
                 if e.materialization.asset_key == dg.AssetKey("contacts")
             ]
         print(f"celery import of {ROWS} rows on 2 workers: {seconds:.1f}s")
 
         counts = {"total": 100_000, "imported": 96_030, "updated": 0, "skipped": 1_970, "failed": 2_000}
         meta = {k: v.value for k, v in materialization.metadata.items()}
-        assert {k: meta[k] for k in (*counts, "processed", "batches", "imports", "completed_imports", "failed_imports")} == {
-            **counts, "processed": 100_000, "batches": BATCHES, "imports": 1, "completed_imports": 1, "failed_imports": 0,
+        assert {
+            k: meta[k] for k in (*counts, "processed", "batches", "imports", "completed_imports", "failed_imports")
+        } == {
+            **counts,
+            "processed": 100_000,
+            "batches": BATCHES,
+            "imports": 1,
+            "completed_imports": 1,
+            "failed_imports": 0,
         }
         assert meta["skipped_by_reason"] == {"duplicate_existing": 970, "duplicate_in_file": 1_000}
         assert meta["failed_by_reason"] == {"invalid_phone": 2_000}
@@ -207,10 +229,9 @@ def test_celery_workers_import_100k_rows_through_s3(
         # nothing of them was written under any DAGSTER_HOME: a Celery step opens the instance from the
         # run's instance ref, so the launcher's storage folder is the one a local output would go to.
         prefix = f"{BUCKET_OUTPUTS_PREFIX}{result.run_id}/"
-        assert sorted(obj.key[len(prefix):] for obj in bucket.list_objects(prefix)) == STEP_OUTPUTS
+        assert sorted(obj.key[len(prefix) :] for obj in bucket.list_objects(prefix)) == STEP_OUTPUTS
         assert [home for home in homes.values() if run_outputs_folder(home, result.run_id).exists()] == []
         instance.dispose()
     finally:
-        for process in workers.values():
-            _stop(process)
+        stop_groups(list(workers.values()))
         store.dispose()

@@ -19,10 +19,11 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from contact_import_pipeline.settings import CONTACTS_DB_POOL
 from contact_import_pipeline.storage.contacts import ContactsStore
 from contact_import_pipeline.storage.ledger import LedgerEntry
-from contact_import_pipeline.settings import CONTACTS_DB_POOL
 from contact_import_tests import faults
+from contact_import_tests.helpers import phone_of, wait_until, write_numbered_csv
 
 WORKSPACE = "concurrent"
 
@@ -37,7 +38,7 @@ class Upload:
 
 
 def upload(tmp_path: Path, name: str, workspace_id: str, numbers: range, import_tag: str) -> Upload:
-    path = faults.write_numbered_csv(tmp_path / name, numbers.start, len(numbers))
+    path = write_numbered_csv(tmp_path / name, numbers.start, len(numbers))
     return Upload(faults.file_entry(path, workspace_id, import_tag), workspace_id, numbers)
 
 
@@ -55,7 +56,7 @@ def _run_at_once(
     claimed pool slots. Every contact of every file is held until all runs have finished
     deduplicating, so their inserts overlap for certain. No step may fail or retry."""
     instance = dg.DagsterInstance.get()
-    held = sorted({(u.workspace_id, faults.phone_of(i)) for files in runs for u in files for i in u.numbers})
+    held = sorted({(u.workspace_id, phone_of(i)) for files in runs for u in files for i in u.numbers})
     procs, tokens = [], []
     with faults.hold_phones(url, held):
         for files in runs:
@@ -66,10 +67,12 @@ def _run_at_once(
             found = [faults.runs_with_token(instance, t) for t in tokens]
             return all(r and faults.step_succeeded(instance, r[0].run_id, "deduped_contacts") for r in found)
 
-        faults.wait_until(all_deduplicated, "every run to finish deduplicating")
+        wait_until(all_deduplicated, "every run to finish deduplicating")
     peak_slots = 0
     while any(p.poll() is None for p in procs):
-        peak_slots = max(peak_slots, instance.event_log_storage.get_concurrency_info(CONTACTS_DB_POOL).active_slot_count)
+        peak_slots = max(
+            peak_slots, instance.event_log_storage.get_concurrency_info(CONTACTS_DB_POOL).active_slot_count
+        )
         time.sleep(0.2)
     results = [faults.finish(p) for p in procs]
     for result in results:
@@ -81,7 +84,7 @@ def _run_at_once(
         messages = " ".join(e.user_message or "" for e in instance.all_logs(result["run_id"]))
         assert "deadlock detected" not in messages
     imports = [faults.ledger(url, r["run_id"]) for r in results]
-    for files, found in zip(runs, imports):
+    for files, found in zip(runs, imports, strict=False):
         assert sorted(found) == sorted(u.entry["key"] for u in files)
         for entry in found.values():
             _assert_accounted(entry)
@@ -100,7 +103,7 @@ def _assert_contacts(url: str, workspace_id: str, numbers: range) -> None:
     db = faults.engine(url)
     store = ContactsStore(url)
     assert faults.contact_counts(db, workspace_id) == (len(numbers), len(numbers))
-    assert {c["phone_number"] for c in store.query_contacts(workspace_id)} == {faults.phone_of(i) for i in numbers}
+    assert {c["phone_number"] for c in store.query_contacts(workspace_id)} == {phone_of(i) for i in numbers}
     store.dispose()
     db.dispose()
 
@@ -113,7 +116,6 @@ def _start(url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[P
 
 
 @pytest.mark.slow
-@pytest.mark.postgres
 def test_same_file_twice_at_once(pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     rows, batch_size = 1000, 250
     home, db = _start(pg_url, tmp_path, monkeypatch)
@@ -127,13 +129,16 @@ def test_same_file_twice_at_once(pg_url: str, tmp_path: Path, monkeypatch: pytes
     assert sum(c.skipped for c in counts) == rows
     assert _deadlocks(db) == 0
     db.dispose()
-    print(f"\nFIGURES same file twice: imported {[c.imported for c in counts]}, skipped {[c.skipped for c in counts]}, "
-          f"rows {rows}/{rows}, duplicates 0, deadlocks 0")
+    print(
+        f"\nFIGURES same file twice: imported {[c.imported for c in counts]}, skipped {[c.skipped for c in counts]}, "
+        f"rows {rows}/{rows}, duplicates 0, deadlocks 0"
+    )
 
 
 @pytest.mark.slow
-@pytest.mark.postgres
-def test_overlapping_files_at_once_with_pool_of_two(pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_overlapping_files_at_once_with_pool_of_two(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     size, overlap_start, batch_size = 2000, 1000, 250
     home, db = _start(pg_url, tmp_path, monkeypatch)
     dg.DagsterInstance.get().event_log_storage.set_concurrency_slots(CONTACTS_DB_POOL, 2)
@@ -153,14 +158,17 @@ def test_overlapping_files_at_once_with_pool_of_two(pg_url: str, tmp_path: Path,
     assert 1 <= in_flight <= 2
     assert peak_slots <= 2
     db.dispose()
-    print(f"\nFIGURES overlapping files: imported {[c.imported for c in counts]}, skipped {[c.skipped for c in counts]}, "
-          f"distinct {distinct}, duplicates 0, deadlocks 0; pool of 2: max insert steps in flight {in_flight}, "
-          f"max claimed slots {peak_slots}")
+    print(
+        f"\nFIGURES overlapping files: imported {[c.imported for c in counts]}, skipped {[c.skipped for c in counts]}, "
+        f"distinct {distinct}, duplicates 0, deadlocks 0; pool of 2: max insert steps in flight {in_flight}, "
+        f"max claimed slots {peak_slots}"
+    )
 
 
 @pytest.mark.slow
-@pytest.mark.postgres
-def test_two_runs_of_several_files_sharing_workspaces(pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_two_runs_of_several_files_sharing_workspaces(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ws_a, ws_b, batch_size = "concurrent-a", "concurrent-b", 250
     home, db = _start(pg_url, tmp_path, monkeypatch)
     a1 = upload(tmp_path, "a1.csv", ws_a, range(0, 800), "run-0-a1")
@@ -184,5 +192,8 @@ def test_two_runs_of_several_files_sharing_workspaces(pg_url: str, tmp_path: Pat
     _assert_contacts(pg_url, ws_b, range(900))
     assert _deadlocks(db) == 0
     db.dispose()
-    print("\nFIGURES two 2-workspace runs at once: " + ", ".join(f"{n} {e.imported}+{e.skipped}" for n, e in by_file.items())
-          + "; duplicates 0, deadlocks 0")
+    print(
+        "\nFIGURES two 2-workspace runs at once: "
+        + ", ".join(f"{n} {e.imported}+{e.skipped}" for n, e in by_file.items())
+        + "; duplicates 0, deadlocks 0"
+    )

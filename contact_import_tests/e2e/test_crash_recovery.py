@@ -1,6 +1,7 @@
 """kill -9 of a run (worker and step processes) part-way through its batches, then recovery.
 
-FROM_FAILURE must never report success with rows missing (Dagster can skip mapped steps that never
+Run monitoring (a real ``dagster-daemon``) marks the killed run failed and frees the pool slots its
+killed steps held. FROM_FAILURE must never report success with rows missing (Dagster can skip mapped steps that never
 started); ALL_STEPS must give exact counts and no duplicates, because batches are idempotent. A run
 carrying several files of several workspaces must recover each import exactly, with batches that
 span file boundaries and a later file's phones that an earlier file of the run imports skipped.
@@ -18,16 +19,22 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from contact_import_pipeline.storage.contacts import ContactsStore
 from contact_import_pipeline.settings import CONTACTS_DB_POOL
+from contact_import_pipeline.storage.contacts import ContactsStore
 from contact_import_pipeline.vocabulary import RETRY_STRATEGY_TAG
 from contact_import_tests import faults
+from contact_import_tests.helpers import dagster_pg_env, phone_of, wait_until, write_numbered_csv
+from contact_import_tests.servers import monitoring_daemon, production_home
 
 # 12 batches, more than the 5 insert steps a run has in flight: after an early kill some mapped
 # steps never started, the case where Dagster's FROM_FAILURE re-execution skips them.
 BATCH_SIZE = 100
 BATCHES = 12
 IN_FLIGHT = 5
+# Run monitoring of the test's instance. It fails a started run whose time is up (production: 2 h;
+# here 1 s, with the daemon started only once the run is dead, so the killed run is all it finds)
+# and frees the pool slots of a run that ended a while ago (production: 60 s); it looks every second.
+MONITORING = {"max_runtime_seconds": 1, "free_slots_after_run_end_seconds": 1, "poll_interval_seconds": 1}
 
 
 @dataclass(frozen=True)
@@ -43,7 +50,7 @@ class Scenario:
 def one_file(tmp_path: Path) -> Scenario:
     """1,200 new contacts in one file."""
     rows, workspace_id = BATCH_SIZE * BATCHES, "crash"
-    entry = faults.file_entry(faults.write_numbered_csv(tmp_path / "contacts.csv", 0, rows), workspace_id)
+    entry = faults.file_entry(write_numbered_csv(tmp_path / "contacts.csv", 0, rows), workspace_id)
     return Scenario(
         files=[entry],
         inserted=[(workspace_id, range(rows))],
@@ -55,9 +62,9 @@ def one_file(tmp_path: Path) -> Scenario:
 def three_files(tmp_path: Path) -> Scenario:
     """Two files of ws-a sharing 50 phones, then one of ws-b with 3 invalid phones: 1,200 rows to
     insert in 12 batches. Batch 1 holds rows of a1 and a2; b1 fills batches 3 to 11."""
-    a1 = faults.file_entry(faults.write_numbered_csv(tmp_path / "a1.csv", 0, 150), "crash-a")
-    a2 = faults.file_entry(faults.write_numbered_csv(tmp_path / "a2.csv", 100, 200), "crash-a")
-    b1 = faults.file_entry(faults.write_numbered_csv(tmp_path / "b1.csv", 0, 900, invalid=3), "crash-b")
+    a1 = faults.file_entry(write_numbered_csv(tmp_path / "a1.csv", 0, 150), "crash-a")
+    a2 = faults.file_entry(write_numbered_csv(tmp_path / "a2.csv", 100, 200), "crash-a")
+    b1 = faults.file_entry(write_numbered_csv(tmp_path / "b1.csv", 0, 900, invalid=3), "crash-b")
     return Scenario(
         files=[a1, a2, b1],
         inserted=[("crash-a", range(0, 150)), ("crash-a", range(150, 300)), ("crash-b", range(0, 900))],
@@ -81,7 +88,7 @@ def _assert_contacts(url: str, scenario: Scenario) -> None:
     store = ContactsStore(url)
     for workspace_id, numbers in scenario.contacts.items():
         assert faults.contact_counts(db, workspace_id) == (len(numbers), len(numbers))
-        assert {c["phone_number"] for c in store.query_contacts(workspace_id)} == {faults.phone_of(i) for i in numbers}
+        assert {c["phone_number"] for c in store.query_contacts(workspace_id)} == {phone_of(i) for i in numbers}
     store.dispose()
     db.dispose()
 
@@ -109,39 +116,50 @@ def _from_failure(home: Path, url: str, token: str, run_id: str, scenario: Scena
 
 
 def _crash_then_recover(
-    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scenario: Scenario, landed: int, from_failure: bool = True
+    url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    scenario: Scenario,
+    landed: int,
+    from_failure: bool = True,
 ) -> str:
     """Kill the run once ``landed`` batches landed (the next ones held in flight), re-execute it
     FROM_FAILURE (unless not ``from_failure``), then ALL_STEPS as the daemon's automatic retry
     does; assert each one's promise and return a line of figures."""
-    home = faults.make_home(tmp_path / "dagster_home")
+    home = faults.make_home(tmp_path / "dagster_home", run_monitoring=MONITORING)
     monkeypatch.setenv("DAGSTER_HOME", str(home))
+    instance = dg.DagsterInstance.get()
     ContactsStore(url).create_schema()
     db = faults.engine(url)
     token = uuid.uuid4().hex
     rows = sum(len(numbers) for _, numbers in scenario.inserted)
     assert rows == BATCH_SIZE * BATCHES
 
-    # Hold the first row of every batch from `landed` on: exactly `landed` batches can commit.
+    # Hold the first row of every batch from `landed` on: exactly `landed` batches can commit, and
+    # the held ones in flight each hold a slot of the contacts_db pool.
     held = faults.batch_heads(scenario.inserted, BATCH_SIZE)[landed:]
+    in_flight = min(len(held), IN_FLIGHT)
     with faults.hold_phones(url, held):
         proc = faults.launch(home, url, token, scenario.files, BATCH_SIZE)
         try:
-            faults.wait_until(
-                lambda: faults.landed_batches(db) == landed and faults.waiting_on_locks(db) == min(len(held), IN_FLIGHT),
-                f"{landed} landed batches and {min(len(held), IN_FLIGHT)} held ones",
+            wait_until(
+                lambda: (
+                    faults.landed_batches(db) == landed
+                    and faults.waiting_on_locks(db) == in_flight
+                    and _claimed_slots(instance) == in_flight
+                ),
+                f"{landed} landed batches and {in_flight} held ones, each holding a pool slot",
             )
         finally:
             faults.kill_group(proc)
         killed_at = time.monotonic()
-    instance = dg.DagsterInstance.get()
     (run,) = faults.runs_with_token(instance, token)
     assert run.tags[RETRY_STRATEGY_TAG] == "ALL_STEPS"  # what the daemon's automatic retry would use
-    # Nothing marks a killed run failed here (no daemon) except run monitoring's max runtime; do it as it would.
+    # Nobody has noticed yet: the run still looks started and its killed steps still hold their slots.
     assert run.status == dg.DagsterRunStatus.STARTED
-    leaked = instance.event_log_storage.get_concurrency_info(CONTACTS_DB_POOL).active_slot_count
-    instance.report_run_failed(run)
-    instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+    assert _claimed_slots(instance) == in_flight
+    _failed_by_run_monitoring(instance, home, run.run_id, tmp_path / "daemon.log")
+    monitored = time.monotonic() - killed_at
     assert faults.landed_batches(db) == landed
     assert _contact_rows(db, scenario) == landed * BATCH_SIZE
     assert {e.status for e in faults.ledger(url, run.run_id).values()} == {"running"}
@@ -162,13 +180,35 @@ def _crash_then_recover(
     reran = faults.count_events(instance, full["run_id"], dg.DagsterEventType.STEP_SUCCESS, faults.INSERT_STEP_PREFIX)
     db.dispose()
     return (
-        f"leaked pool slots {leaked}; {early}; ALL_STEPS insert steps {reran}, rows={rows} dups=0 lost=0 "
-        f"in {time.monotonic() - started:.1f}s ({time.monotonic() - killed_at:.1f}s after the kill)"
+        f"run failed and {in_flight} pool slots freed by run monitoring {monitored:.1f}s after the kill; {early}; "
+        f"ALL_STEPS insert steps {reran}, rows={rows} dups=0 lost=0 in {time.monotonic() - started:.1f}s ({time.monotonic() - killed_at:.1f}s after the kill)"
     )
 
 
+def _claimed_slots(instance: dg.DagsterInstance) -> int:
+    return instance.event_log_storage.get_concurrency_info(CONTACTS_DB_POOL).active_slot_count
+
+
+def _failed_by_run_monitoring(instance: dg.DagsterInstance, home: Path, run_id: str, log: Path) -> None:
+    """Start a daemon on ``home`` and wait until its run monitoring has failed the killed run (for
+    exceeding its runtime) and freed every pool slot."""
+    with monitoring_daemon(home, log):
+        try:
+            wait_until(
+                lambda: (
+                    instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
+                    and _claimed_slots(instance) == 0
+                ),
+                "run monitoring to fail the killed run and free its pool slots",
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{log.read_text(errors='replace')[-4000:]}") from None
+    canceling = [e.message for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.RUN_CANCELING)]
+    assert any(m.startswith("Canceling due to exceeding maximum runtime of 1 seconds") for m in canceling), canceling
+
+
 @pytest.mark.slow
-@pytest.mark.postgres
+@pytest.mark.servers
 @pytest.mark.parametrize("landed", [1, BATCHES // 2, BATCHES - 1])
 def test_kill_9_then_recover(pg_url: str, tmp_path: Path, landed: int, monkeypatch: pytest.MonkeyPatch) -> None:
     figures = _crash_then_recover(pg_url, tmp_path, monkeypatch, one_file(tmp_path), landed)
@@ -176,7 +216,7 @@ def test_kill_9_then_recover(pg_url: str, tmp_path: Path, landed: int, monkeypat
 
 
 @pytest.mark.slow
-@pytest.mark.postgres
+@pytest.mark.servers
 @pytest.mark.parametrize(
     ("landed", "from_failure"),
     [
@@ -211,17 +251,12 @@ def test_local_instance_config_enables_run_monitoring_and_pools(tmp_path: Path) 
 
 
 @pytest.mark.slow
-@pytest.mark.postgres
-def test_production_dagster_yaml_loads_with_postgres(pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text((faults.REPO_ROOT / "dagster.yaml").read_text())
-    url = sa.engine.make_url(pg_url)
-    for name, value in {
-        "HOST": url.host, "PORT": str(url.port or 5432), "USER": url.username,
-        "PASSWORD": url.password or "", "DB": url.database,
-    }.items():
-        monkeypatch.setenv(f"DAGSTER_PG_{name}", value)
+def test_production_dagster_yaml_loads_with_postgres(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = production_home(tmp_path)
+    for name, value in dagster_pg_env(pg_url).items():
+        monkeypatch.setenv(name, value)
     instance = dg.DagsterInstance.from_config(str(home))
     _assert_crash_settings(instance)
     queue = instance.get_concurrency_config().run_queue_config

@@ -7,6 +7,7 @@ anyway, progress read every 0.3 s only moves forward, and it ends equal to the m
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -19,16 +20,16 @@ from pathlib import Path
 import pytest
 
 from contact_import_pipeline.app import cli
-from contact_import_pipeline.defs import launch
-from contact_import_pipeline.storage.contacts import ContactsStore
 from contact_import_pipeline.app.graphql import DagsterApi, DagsterConfigInvalid, RunState
+from contact_import_pipeline.defs import launch
 from contact_import_pipeline.defs.config import FileImport, ImportRunConfig
 from contact_import_pipeline.settings import SMALL_FILE_BYTES_ENV
+from contact_import_pipeline.storage.contacts import ContactsStore
 from contact_import_pipeline.vocabulary import MAX_RETRIES_TAG, Origin, RunStatus, file_tag
-from contact_import_tests.conftest import create_pg_database, dagster_pg_env, drop_pg_database, require_postgres
+from contact_import_tests.helpers import create_pg_database, dagster_pg_env, drop_pg_database, require_postgres
 from contact_import_tests.servers import DagsterServers, dagster_servers, production_home
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.xdist_group("graphql_e2e")]
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.servers, pytest.mark.xdist_group("graphql_e2e")]
 
 WORKSPACE = "e2e"
 ROWS, DUPLICATES, INVALID = 5000, 60, 40
@@ -111,7 +112,7 @@ def assert_monotonic(samples: list[RunState]) -> None:
     """Counts never decrease, status only moves forward, totals never change once known (a run
     starts its progress at zero while initializing; the totals are known once it processes)."""
     rank = {RunStatus.INITIALIZING: 0, RunStatus.PROCESSING: 1, RunStatus.COMPLETED: 2, RunStatus.FAILED: 2}
-    for before, after in zip(samples, samples[1:]):
+    for before, after in itertools.pairwise(samples):
         b, a = before.progress, after.progress
         for name in ("processed", "imported", "updated", "skipped", "failed", "current_batch"):
             assert a.get(name, 0) >= b.get(name, 0), f"{name} went back: {b} -> {a}"
@@ -140,7 +141,11 @@ def test_5000_rows_through_graphql_outlive_the_caller_with_monotonic_progress(
     )
     started = time.monotonic()
     caller = subprocess.Popen(
-        [sys.executable, "-c", caller_code], cwd=tmp_path, env={**os.environ}, stdout=subprocess.PIPE, text=True,
+        [sys.executable, "-c", caller_code],
+        cwd=tmp_path,
+        env={**os.environ},
+        stdout=subprocess.PIPE,
+        text=True,
         start_new_session=True,
     )
     run_id = caller.stdout.readline().strip()
@@ -161,23 +166,39 @@ def test_5000_rows_through_graphql_outlive_the_caller_with_monotonic_progress(
         time.sleep(POLL_SECONDS)
     seconds = time.monotonic() - started
     final = samples[-1]
-    print(f"\nrun {run_id}: {final.status} in {seconds:.1f}s, {len(samples)} progress samples, caller killed at batch {killed_at and killed_at.get('current_batch')}, processed {killed_at and killed_at.get('processed')}")
+    print(
+        f"\nrun {run_id}: {final.status} in {seconds:.1f}s, {len(samples)} progress samples, caller killed at batch {killed_at and killed_at.get('current_batch')}, processed {killed_at and killed_at.get('processed')}"
+    )
 
     assert final.status == "SUCCESS", final
     assert killed_at is not None and killed_at["processed"] < ROWS, "the caller was not killed part-way"
     assert_monotonic(samples)
     mid_run = [s.progress for s in samples if 0 < s.progress.get("processed", 0) < ROWS]
     assert mid_run, "no progress was seen while the run was running"
-    expected = {"status": "completed", "total": ROWS, "processed": ROWS, "imported": UNIQUE, "updated": 0,
-                "skipped": DUPLICATES, "failed": INVALID, "current_batch": 10, "total_batches": 10}
+    expected = {
+        "status": "completed",
+        "total": ROWS,
+        "processed": ROWS,
+        "imported": UNIQUE,
+        "updated": 0,
+        "skipped": DUPLICATES,
+        "failed": INVALID,
+        "current_batch": 10,
+        "total_batches": 10,
+    }
     assert {name: final.progress.get(name) for name in expected} == expected
     assert [e["reason"] for e in final.progress["errors"]] == ["invalid_phone"] * 10
 
     counts = ("total", "processed", "imported", "updated", "skipped", "failed")
     metadata = api.materialization_metadata(run_id)
     assert {name: metadata[name] for name in counts} == {name: final.progress[name] for name in counts}
-    assert {name: metadata[name] for name in ("status", "batches", "imports", "completed_imports", "failed_imports")} == {
-        "status": "completed", "batches": final.progress["total_batches"], "imports": 1, "completed_imports": 1,
+    assert {
+        name: metadata[name] for name in ("status", "batches", "imports", "completed_imports", "failed_imports")
+    } == {
+        "status": "completed",
+        "batches": final.progress["total_batches"],
+        "imports": 1,
+        "completed_imports": 1,
         "failed_imports": 0,
     }
     assert json.loads(metadata["skipped_by_reason"]) == {"duplicate_in_file": DUPLICATES}
@@ -188,30 +209,59 @@ def test_5000_rows_through_graphql_outlive_the_caller_with_monotonic_progress(
         f"**{ROWS}** rows in 10 batches, from **1** of 1 files (0 failed as files)."
     )
     assert metadata["imports_table"] == [
-        {"file": key, "workspace": WORKSPACE, "tag": "fair", "status": "completed", "total": ROWS, "imported": UNIQUE,
-         "updated": 0, "skipped": DUPLICATES, "failed": INVALID, "error": ""}
+        {
+            "file": key,
+            "workspace": WORKSPACE,
+            "tag": "fair",
+            "status": "completed",
+            "total": ROWS,
+            "imported": UNIQUE,
+            "updated": 0,
+            "skipped": DUPLICATES,
+            "failed": INVALID,
+            "error": "",
+        }
     ]
     assert ContactsStore(contacts_url).count_contacts(WORKSPACE) == UNIQUE
     assert runs_for_file(servers, key) == [run_id]  # the new-file sensor did not import the upload again
 
     # Reconnect: a fresh reader gets the final state, the import from the ledger and exit code 0.
-    reader = subprocess.run([*CLI, "status", run_id, "--json"], env={**os.environ}, cwd=tmp_path,
-                            capture_output=True, text=True, timeout=120)
+    reader = subprocess.run(
+        [*CLI, "status", run_id, "--json"],
+        env={**os.environ},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert reader.returncode == 0, reader.stderr
     out = json.loads(reader.stdout)
     assert out["progress"] == final.progress
     (entry,) = out["imports"]
-    assert {name: entry[name] for name in ("file", "workspace_id", "import_tag", "status", "run_id", "origin", *counts)} == {
-        "file": key, "workspace_id": WORKSPACE, "import_tag": "fair", "status": "completed", "run_id": run_id,
-        "origin": "graphql", **{name: final.progress[name] for name in counts},
+    assert {
+        name: entry[name] for name in ("file", "workspace_id", "import_tag", "status", "run_id", "origin", *counts)
+    } == {
+        "file": key,
+        "workspace_id": WORKSPACE,
+        "import_tag": "fair",
+        "status": "completed",
+        "run_id": run_id,
+        "origin": "graphql",
+        **{name: final.progress[name] for name in counts},
     }
 
 
 def test_failed_run_ends_failed_with_the_reason(env: DagsterServers, tmp_path: Path) -> None:
     api = DagsterApi(env.url)
     (tmp_path / "no-phone.csv").write_text("Name,E-mail\nAda,ada@example.com\n")
-    trigger = subprocess.run([*CLI, "trigger", "no-phone.csv", "--workspace", WORKSPACE, "--json"], env={**os.environ},
-                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    trigger = subprocess.run(
+        [*CLI, "trigger", "no-phone.csv", "--workspace", WORKSPACE, "--json"],
+        env={**os.environ},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert trigger.returncode == 0, trigger.stderr
     run_id = json.loads(trigger.stdout)["run_id"]
     final = wait_finished(api, run_id)
@@ -220,19 +270,30 @@ def test_failed_run_ends_failed_with_the_reason(env: DagsterServers, tmp_path: P
     assert final.progress["status"] == "failed" and final.progress["error"].startswith(reason)
     assert final.tags[MAX_RETRIES_TAG] == "0"  # the same file would fail the same way: no automatic retry
 
-    status = subprocess.run([*CLI, "status", run_id, "--json"], env={**os.environ}, cwd=tmp_path,
-                            capture_output=True, text=True, timeout=120)
+    status = subprocess.run(
+        [*CLI, "status", run_id, "--json"],
+        env={**os.environ},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert status.returncode == 1
     out = json.loads(status.stdout)
     assert (out["run_status"], out["error"]) == ("FAILURE", final.progress["error"])
     (entry,) = out["imports"]
     assert (entry["file"], entry["status"], entry["total"], entry["imported"]) == (
-        f"{WORKSPACE}/imports/no-phone.csv", "failed", 0, 0
+        f"{WORKSPACE}/imports/no-phone.csv",
+        "failed",
+        0,
+        0,
     )
     assert entry["error"] == final.progress["error"]  # a run of one file fails with that file's reason
 
 
-def test_bad_trigger_input_launches_nothing(env: DagsterServers, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_trigger_input_launches_nothing(
+    env: DagsterServers, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "ok.csv").write_text("Name,Phone\nAda,+1 202 456 1414\n")
     before = run_ids(env)
     assert cli.main(["trigger", "ok.csv", "--workspace", ""]) == 2
@@ -260,7 +321,7 @@ def test_config_error_from_dagster_is_readable(env: DagsterServers) -> None:
     with pytest.raises(DagsterConfigInvalid) as caught:
         api.launch_import(config, launch.run_tags([key], Origin.GRAPHQL))
     assert str(caught.value) == (
-        'Dagster refused the run config: Invalid scalar at path root:ops:raw_csv:config:batch_size. '
+        "Dagster refused the run config: Invalid scalar at path root:ops:raw_csv:config:batch_size. "
         'Value "500" of type "<class \'str\'>" is not valid for expected type "Int".'
     )
     assert run_ids(env) == before
@@ -283,5 +344,6 @@ def test_launchpad_documents_every_option(env: DagsterServers) -> None:
     run = fields_of(ImportRunConfig)
     assert all(f["description"] for f in run.values())
     assert {name: (f["isRequired"], f["defaultValueAsJson"]) for name, f in run.items()} == {
-        "files": (True, None), "batch_size": (False, "100000"),
+        "files": (True, None),
+        "batch_size": (False, "100000"),
     }

@@ -21,28 +21,40 @@ import pytest
 import sqlalchemy as sa
 
 from bench.common import TreeSampler
-from contact_import_pipeline.app import cli
+from contact_import_pipeline.importing.rejects import SKIP_REASONS
 from contact_import_pipeline.storage.contacts import ContactsStore
 from contact_import_pipeline.storage.schema import import_batches
-from contact_import_pipeline.importing.rejects import SKIP_REASONS
+from contact_import_tests.helpers import TESTS_DIR, run_cli
 
-CORPUS = Path(__file__).parent / "corpus"
+CORPUS = TESTS_DIR / "corpus"
 EXPECTED: dict[str, dict[str, Any]] = json.loads((CORPUS / "expected.json").read_text(encoding="utf-8"))
 WORKSPACE = "ws-corpus"
 TAG = "corpus-test"
 # A handful that exercise what differs on PostgreSQL: COPY of odd text, NUL rejects, verbatim payloads.
 POSTGRES_FILES = (
-    "cp1252_smart_quotes.csv", "emoji_rtl.csv", "formula_payloads.csv", "german_outlook.csv", "gzip_renamed.csv",
-    "nul_in_field.csv", "quoted_newlines.csv", "sql_values.csv", "unterminated_quote.csv",
+    "cp1252_smart_quotes.csv",
+    "emoji_rtl.csv",
+    "formula_payloads.csv",
+    "german_outlook.csv",
+    "gzip_renamed.csv",
+    "nul_in_field.csv",
+    "quoted_newlines.csv",
+    "sql_values.csv",
+    "unterminated_quote.csv",
 )
 MAX_RSS_BYTES = 1024**3  # the per-process budget of the performance issue
+CORPUS_FILES = 45  # CSV files in the corpus, beside expected.json and make_corpus.py
 
 
 def test_corpus_is_complete_and_reproducible(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every committed file has an expectation, and make_corpus.py regenerates the same bytes."""
+    """The folder holds exactly the corpus (a file added or lost is noticed), every file has an
+    expectation, and make_corpus.py regenerates the same bytes."""
+    files = sorted(p.name for p in CORPUS.iterdir() if p.is_file())
+    assert len(files) == CORPUS_FILES + 2
+    assert [name for name in files if not name.endswith(".csv")] == ["expected.json", "make_corpus.py"]
     committed = {p.name: p.read_bytes() for p in CORPUS.glob("*.csv")}
+    assert len(committed) == CORPUS_FILES
     assert sorted(committed) == sorted(EXPECTED)
-    assert len(committed) >= 36
     spec = importlib.util.spec_from_file_location("make_corpus", CORPUS / "make_corpus.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -53,11 +65,21 @@ def test_corpus_is_complete_and_reproducible(tmp_path: Path, monkeypatch: pytest
 
 def import_corpus_file(name: str, database_url: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any]]:
     """Run `contact-import import <file> --json` in this process; return the exit code and the JSON."""
-    code = cli.main(
-        ["import", str(CORPUS / name), "--workspace", WORKSPACE, "--tag", TAG, "--database-url", database_url, "--json"]
+    result = run_cli(
+        [
+            "import",
+            str(CORPUS / name),
+            "--workspace",
+            WORKSPACE,
+            "--tag",
+            TAG,
+            "--database-url",
+            database_url,
+            "--json",
+        ],
+        capsys,
     )
-    out = capsys.readouterr().out
-    return code, json.loads(out.strip().splitlines()[-1])
+    return result.code, result.json()
 
 
 def read_rejects(path: str) -> list[list[str]]:
@@ -95,7 +117,9 @@ def check_corpus_file(name: str, database_url: str, capsys: pytest.CaptureFixtur
     }
     assert (result["skipped_by_reason"], result["failed_by_reason"]) == (expected["skipped"], expected["failed"])
     reject_rows = [tuple(r) for r in expected["reject_rows"]]
-    assert [(e["row"], e["reason"]) for e in result["errors"]] == [r for r in reject_rows if r[1] not in SKIP_REASONS][:10]
+    assert [(e["row"], e["reason"]) for e in result["errors"]] == [r for r in reject_rows if r[1] not in SKIP_REASONS][
+        :10
+    ]
 
     by_phone = {row["phone_number"]: row for row in stored}
     assert len(stored) == expected["imported"]
@@ -120,7 +144,6 @@ def test_corpus_file_sqlite(name: str, tmp_path: Path, capsys: pytest.CaptureFix
     check_corpus_file(name, f"sqlite:///{tmp_path / 'contacts.db'}", capsys)
 
 
-@pytest.mark.postgres
 @pytest.mark.parametrize("name", POSTGRES_FILES)
 def test_corpus_file_postgres(name: str, pg_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     check_corpus_file(name, pg_url, capsys)
@@ -169,9 +192,22 @@ def test_million_rows_exact_counts_and_bounded_memory(tmp_path: Path) -> None:
     # A file this large runs a process per step (from the command's forkserver), so the budget is
     # checked on every process of the command's tree, by each one's own high-water mark.
     proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "contact-import"), "import", str(source), "--workspace", "ws-million",
-         "--tag", "million", "--database-url", f"sqlite:///{tmp_path / 'contacts.db'}", "--json"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            str(Path(sys.executable).parent / "contact-import"),
+            "import",
+            str(source),
+            "--workspace",
+            "ws-million",
+            "--tag",
+            "million",
+            "--database-url",
+            f"sqlite:///{tmp_path / 'contacts.db'}",
+            "--json",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     with TreeSampler(proc.pid) as sampler:
         stdout, stderr = proc.communicate()
@@ -185,8 +221,12 @@ def test_million_rows_exact_counts_and_bounded_memory(tmp_path: Path) -> None:
     )
     failed = counts["invalid_phone"] + counts["missing_phone"]
     assert {k: result[k] for k in ("status", "total", "imported", "skipped", "failed", "batches")} == {
-        "status": "completed", "total": rows, "imported": rows - failed - counts["duplicate_in_file"],
-        "skipped": counts["duplicate_in_file"], "failed": failed, "batches": 10,
+        "status": "completed",
+        "total": rows,
+        "imported": rows - failed - counts["duplicate_in_file"],
+        "skipped": counts["duplicate_in_file"],
+        "failed": failed,
+        "batches": 10,
     }
     assert result["skipped_by_reason"] == {"duplicate_in_file": 1000}
     assert result["failed_by_reason"] == {"invalid_phone": 1000, "missing_phone": 1000}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import re
 from pathlib import Path
@@ -11,45 +9,53 @@ from pathlib import Path
 import pytest
 
 from contact_import_pipeline.app import cli
-from contact_import_pipeline.storage.contacts import ContactsStore
 from contact_import_pipeline.app.runner import ImportRequest, run_import
+from contact_import_pipeline.storage.contacts import ContactsStore
+from contact_import_tests.helpers import EXPORTS, NUMBERED_HEADER, numbered_rows, run_cli, write_csv
 
 SAMPLE = Path(cli.__file__).parents[1] / "sample" / "sample-contacts.csv"
 SAMPLE_PHONES = {
-    "+12024561111", "+14155552671", "+442079460958", "+17578641000", "+525552083200",
-    "+33144271410", "+13125550199",
+    "+12024561111",
+    "+14155552671",
+    "+442079460958",
+    "+17578641000",
+    "+525552083200",
+    "+33144271410",
+    "+13125550199",
 }
-
-
-def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
-    buf = io.StringIO()
-    csv.writer(buf).writerows([header, *rows])
-    path.write_text(buf.getvalue(), encoding="utf-8")
-    return path
-
-
-def numbered_rows(count: int, start: int = 0) -> list[list[str]]:
-    """Rows with distinct valid US numbers (area code 212, exchange 2xx-9xx)."""
-    return [[f"First{i}", f"Last{i}", f"user{i}@example.com", f"(212) {200 + i // 10000:03d}-{i % 10000:04d}"] for i in range(start, start + count)]
-
-
-def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = cli.main(argv)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_sample_file_counts_contents_and_rejects(database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_cli(
-        ["import", str(SAMPLE), "--workspace", "ws1", "--tag", "spring-fair", "--board-phone", "(202) 456-1414",
-         "--database-url", database_url, "--json"],
+        [
+            "import",
+            str(SAMPLE),
+            "--workspace",
+            "ws1",
+            "--tag",
+            "spring-fair",
+            "--board-phone",
+            "(202) 456-1414",
+            "--database-url",
+            database_url,
+            "--json",
+        ],
         capsys,
     )
     assert code == 0, out
     summary = json.loads(out)
-    assert {k: summary[k] for k in ("status", "workspace_id", "import_tag", "total", "imported", "skipped", "failed", "batches")} == {
-        "status": "completed", "workspace_id": "ws1", "import_tag": "spring-fair",
-        "total": 10, "imported": 7, "skipped": 1, "failed": 2, "batches": 1,
+    assert {
+        k: summary[k]
+        for k in ("status", "workspace_id", "import_tag", "total", "imported", "skipped", "failed", "batches")
+    } == {
+        "status": "completed",
+        "workspace_id": "ws1",
+        "import_tag": "spring-fair",
+        "total": 10,
+        "imported": 7,
+        "skipped": 1,
+        "failed": 2,
+        "batches": 1,
     }
     assert summary["skipped_by_reason"] == {"duplicate_in_file": 1}
     assert summary["failed_by_reason"] == {"invalid_phone": 1, "missing_phone": 1}
@@ -70,7 +76,9 @@ def test_sample_file_counts_contents_and_rejects(database_url: str, capsys: pyte
     rejects = Path(summary["rejects_file"]).read_text(encoding="utf-8-sig").splitlines()
     assert rejects[0] == "First Name,Last Name,Email,Mobile Phone,City,State,Lead Source,row,reason,detail"
     assert [line.split(",")[-3:-1] for line in rejects[1:]] == [
-        ["8", "duplicate_in_file"], ["9", "missing_phone"], ["10", "invalid_phone"],
+        ["8", "duplicate_in_file"],
+        ["9", "missing_phone"],
+        ["10", "invalid_phone"],
     ]
 
 
@@ -93,12 +101,16 @@ def test_default_import_tag_is_utc_iso_seconds(database_url: str) -> None:
 
 @pytest.mark.parametrize("size,batch_size,batches", [(10, 50, 1), (500, 50, 10), (5000, 1000, 5)])
 def test_checklist_sizes_exact(database_url: str, tmp_path: Path, size: int, batch_size: int, batches: int) -> None:
-    path = write_csv(tmp_path / f"c{size}.csv", ["first_name", "last_name", "email", "phone"], numbered_rows(size))
+    path = write_csv(tmp_path / f"c{size}.csv", NUMBERED_HEADER, numbered_rows(size))
     summary = run_import(
         ImportRequest(source=str(path), workspace_id="big", batch_size=batch_size), database_url=database_url
     )
     assert (summary["total"], summary["imported"], summary["skipped"], summary["failed"], summary["batches"]) == (
-        size, size, 0, 0, batches,
+        size,
+        size,
+        0,
+        0,
+        batches,
     )
     assert ContactsStore(database_url).count_contacts("big") == size
 
@@ -111,17 +123,25 @@ def test_dedup_never_crosses_workspaces(database_url: str) -> None:
     assert {r["phone_number"] for r in store.query_contacts("wsb")} == SAMPLE_PHONES
 
 
-def test_header_only_file_is_a_completed_import_of_zero_rows(database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_header_only_file_is_a_completed_import_of_zero_rows(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = write_csv(tmp_path / "empty.csv", ["Name", "Phone"], [])
-    code, out, _ = run_cli(["import", str(path), "--workspace", "ws1", "--database-url", database_url, "--json"], capsys)
+    code, out, _ = run_cli(
+        ["import", str(path), "--workspace", "ws1", "--database-url", database_url, "--json"], capsys
+    )
     assert code == 0
     summary = json.loads(out)
     assert (summary["status"], summary["total"], summary["imported"], summary["batches"]) == ("completed", 0, 0, 0)
 
 
-def test_file_level_error_exits_2_and_inserts_nothing(database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_file_level_error_exits_2_and_inserts_nothing(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = write_csv(tmp_path / "nophone.csv", ["Name", "Email"], [["Ada", "ada@example.com"]])
-    code, out, _ = run_cli(["import", str(path), "--workspace", "ws1", "--database-url", database_url, "--json"], capsys)
+    code, out, _ = run_cli(
+        ["import", str(path), "--workspace", "ws1", "--database-url", database_url, "--json"], capsys
+    )
     assert code == 2
     result = json.loads(out)
     assert result["status"] == "failed"
@@ -143,24 +163,28 @@ def test_invalid_options_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 def test_contacts_command_lists_by_tag(database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     run_import(ImportRequest(source=str(SAMPLE), workspace_id="ws1", import_tag="t1"), database_url=database_url)
-    code, out, _ = run_cli(["contacts", "--workspace", "ws1", "--tag", "t1", "--database-url", database_url, "--json"], capsys)
+    code, out, _ = run_cli(
+        ["contacts", "--workspace", "ws1", "--tag", "t1", "--database-url", database_url, "--json"], capsys
+    )
     assert code == 0
     assert {r["phone_number"] for r in json.loads(out)} == SAMPLE_PHONES
-    code, out, _ = run_cli(["contacts", "--workspace", "ws1", "--tag", "other", "--database-url", database_url, "--json"], capsys)
+    code, out, _ = run_cli(
+        ["contacts", "--workspace", "ws1", "--tag", "other", "--database-url", database_url, "--json"], capsys
+    )
     assert json.loads(out) == []
 
 
 def test_values_stay_text(database_url: str, tmp_path: Path) -> None:
     path = write_csv(
-        tmp_path / "zip.csv", ["First Name", "Last Name", "Phone", "Zip", "Email"],
-        [["Ann", "Lee", "+1 212 200 0001", "02134", "=HYPERLINK(\"x\")"]],
+        tmp_path / "zip.csv",
+        ["First Name", "Last Name", "Phone", "Zip", "Email"],
+        [["Ann", "Lee", "+1 212 200 0001", "02134", '=HYPERLINK("x")']],
     )
     run_import(ImportRequest(source=str(path), workspace_id="ws1"), database_url=database_url)
     [row] = ContactsStore(database_url).query_contacts("ws1")
-    assert (row["zip"], row["email"], row["phone_number"]) == ("02134", "=HYPERLINK(\"x\")", "+12122000001")
+    assert (row["zip"], row["email"], row["phone_number"]) == ("02134", '=HYPERLINK("x")', "+12122000001")
 
 
-EXPORTS = Path(__file__).parent / "data" / "exports"
 EXPORT_CONTACTS = {
     "+12025550101": ("Ann", "Lee", "ann@example.com"),
     "+12025550102": ("Bob", "Stone", "bob@example.com"),
@@ -179,5 +203,8 @@ def test_real_export_files_import_whole(database_url: str, export: str) -> None:
     Pipedrive and vCard exports: every row imported with its name, email and mobile number."""
     summary = run_import(ImportRequest(source=str(EXPORTS / export), workspace_id="ws1"), database_url=database_url)
     assert (summary["total"], summary["imported"], summary["skipped"], summary["failed"]) == (3, 3, 0, 0)
-    stored = {r["phone_number"]: (r["firstname"], r["lastname"], r["email"]) for r in ContactsStore(database_url).query_contacts("ws1")}
+    stored = {
+        r["phone_number"]: (r["firstname"], r["lastname"], r["email"])
+        for r in ContactsStore(database_url).query_contacts("ws1")
+    }
     assert stored == (GERMAN_OUTLOOK_CONTACTS if export == "outlook_de.csv" else EXPORT_CONTACTS)

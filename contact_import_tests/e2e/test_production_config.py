@@ -14,14 +14,13 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from contact_import_pipeline.storage.contacts import ContactsStore
 from contact_import_pipeline.app.graphql import DagsterApi
 from contact_import_pipeline.app.trigger import trigger_import
-from contact_import_pipeline.storage.ledger import Ledger
 from contact_import_pipeline.settings import OUTPUT_SWEEP_SECONDS, SMALL_FILE_BYTES_ENV
-from contact_import_tests.conftest import dagster_pg_env, insert_rows
+from contact_import_pipeline.storage.contacts import ContactsStore
+from contact_import_pipeline.storage.ledger import Ledger
+from contact_import_tests.helpers import dagster_pg_env, insert_rows, numbered_rows, phone_of, write_csv
 from contact_import_tests.servers import dagster_servers, production_home, run_outputs_folder
-from contact_import_tests.test_pipeline import numbered_rows, write_csv
 
 RUN_TIMEOUT_SECONDS = 240.0
 # The sweep looks every OUTPUT_SWEEP_SECONDS; a loaded machine may delay a tick a lot.
@@ -29,6 +28,7 @@ SWEEP_TIMEOUT_SECONDS = 8 * OUTPUT_SWEEP_SECONDS
 
 
 @pytest.mark.slow
+@pytest.mark.servers
 def test_production_instance_runs_an_import_into_postgres_storage(
     tmp_path: Path, pg_url: str, instance_db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -48,9 +48,9 @@ def test_production_instance_runs_an_import_into_postgres_storage(
     store = ContactsStore(pg_url)
     store.create_schema()
     existing = numbered_rows(2)
-    pre = [(r[0], r[1], r[2], "", "", "", "", "", "", "", "", f"+12122000{i:03d}") for i, r in enumerate(existing)]
+    pre = [(r[0], r[1], r[2], "", "", "", "", "", "", "", "", phone_of(i)) for i, r in enumerate(existing)]
     assert insert_rows(store, pre, workspace_id="ws1").imported == 2
-    rows = numbered_rows(250) + [["Bad", "Phone", "", "12345"]]
+    rows = [*numbered_rows(250), ["Bad", "Phone", "", "12345"]]
     source = write_csv(tmp_path / "people.csv", ["First Name", "Last Name", "Email", "Mobile Phone"], rows)
 
     with dagster_servers(home, env, tmp_path / "logs") as servers:
@@ -68,7 +68,12 @@ def test_production_instance_runs_an_import_into_postgres_storage(
             state = api.read_run(launched.run_id)
         assert state.status == "SUCCESS", servers.log_tail()
         assert {k: state.progress[k] for k in ("status", "total", "imported", "updated", "skipped", "failed")} == {
-            "status": "completed", "total": 251, "imported": 248, "updated": 0, "skipped": 2, "failed": 1,
+            "status": "completed",
+            "total": 251,
+            "imported": 248,
+            "updated": 0,
+            "skipped": 2,
+            "failed": 1,
         }
         assert {"raw_csv/result", "normalized_contacts/result"} <= written, written
 
@@ -83,7 +88,9 @@ def test_production_instance_runs_an_import_into_postgres_storage(
     with engine.connect() as conn:
         runs = conn.execute(sa.text("SELECT run_id, status FROM runs WHERE pipeline_name = 'import_job'")).all()
         materialized = conn.execute(
-            sa.text("SELECT count(*) FROM event_logs WHERE run_id = :r AND dagster_event_type = 'ASSET_MATERIALIZATION'"),
+            sa.text(
+                "SELECT count(*) FROM event_logs WHERE run_id = :r AND dagster_event_type = 'ASSET_MATERIALIZATION'"
+            ),
             {"r": launched.run_id},
         ).scalar_one()
     engine.dispose()
@@ -97,7 +104,11 @@ def test_production_instance_runs_an_import_into_postgres_storage(
     instance.dispose()
     (entry,) = Ledger(store).entries(workspace_id="ws1", import_tag="prod")
     assert (entry.run_id, entry.root_run_id, entry.origin, entry.file, entry.status) == (
-        launched.run_id, launched.run_id, "graphql", "ws1/imports/people.csv", "completed"
+        launched.run_id,
+        launched.run_id,
+        "graphql",
+        "ws1/imports/people.csv",
+        "completed",
     )
     assert (entry.total, entry.imported, entry.updated, entry.skipped, entry.failed) == (251, 248, 0, 2, 1)
     assert (entry.skipped_by_reason, entry.failed_by_reason) == ({"duplicate_existing": 2}, {"invalid_phone": 1})

@@ -9,24 +9,24 @@ database on a PostgreSQL cluster of this test alone, which it stops and starts a
 
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
-from contact_import_pipeline.storage.contacts import ContactsStore
 from contact_import_pipeline.app.graphql import DagsterApi, RunState
 from contact_import_pipeline.app.trigger import trigger_import
 from contact_import_pipeline.defs.progress import read_progress
 from contact_import_pipeline.settings import RUN_RETRY_DELAY_ENV
+from contact_import_pipeline.storage.contacts import ContactsStore
 from contact_import_pipeline.vocabulary import RETRY_NUMBER_TAG, WILL_RETRY_TAG
 from contact_import_tests import faults
-from contact_import_tests.conftest import dagster_pg_env
-from contact_import_tests.faults import private_pg  # noqa: F401 (fixture)
+from contact_import_tests.helpers import PrivateCluster, dagster_pg_env, phone_of, wait_until, write_numbered_csv
 from contact_import_tests.servers import DagsterServers, dagster_servers, production_home
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+pytestmark = [pytest.mark.slow, pytest.mark.servers]
 
 WORKSPACE = "retry"
 BATCH_SIZE = 200
@@ -46,7 +46,17 @@ HELD_STEP = f"{faults.INSERT_STEP_PREFIX}[batch_{HELD_BATCH:05d}]"
 STEP_RETRIES = 4  # insert_batch's RetryPolicy
 # Seconds a retried run waits first (5 s, 10 s, ...), instead of production's 15 s, 30 s, ...
 RETRY_DELAY_SECONDS = 5
-PROGRESS = ("status", "total", "processed", "imported", "updated", "skipped", "failed", "current_batch", "total_batches")
+PROGRESS = (
+    "status",
+    "total",
+    "processed",
+    "imported",
+    "updated",
+    "skipped",
+    "failed",
+    "current_batch",
+    "total_batches",
+)
 # Server start, a run, its step retries (~15 s), the run retry and its wait, on a loaded 2-core box.
 RUN_TIMEOUT_SECONDS = 420.0
 
@@ -57,7 +67,7 @@ def _wait_finished(api: DagsterApi, run_id: str, servers: DagsterServers) -> Run
         return state if state.finished else None
 
     try:
-        return faults.wait_until(finished, f"run {run_id} to finish", timeout=RUN_TIMEOUT_SECONDS)
+        return wait_until(finished, f"run {run_id} to finish", timeout=RUN_TIMEOUT_SECONDS)
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{servers.log_tail()}") from None
 
@@ -76,14 +86,14 @@ def _settled_group(instance: dg.DagsterInstance, root_run_id: str, servers: Dags
         return None
 
     try:
-        return faults.wait_until(settled, f"the retries of run {root_run_id} to settle", timeout=RUN_TIMEOUT_SECONDS)
+        return wait_until(settled, f"the retries of run {root_run_id} to settle", timeout=RUN_TIMEOUT_SECONDS)
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{servers.log_tail()}") from None
 
 
 @pytest.mark.timeout(900)
 def test_database_outage_longer_than_step_retries_is_finished_by_the_automatic_run_retry(
-    private_pg: faults.PrivateCluster,  # noqa: F811
+    private_pg: PrivateCluster,
     instance_db: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -100,7 +110,7 @@ def test_database_outage_longer_than_step_retries_is_finished_by_the_automatic_r
         monkeypatch.setenv(name, value)
     ContactsStore(url).create_schema()
     sources = [
-        str(faults.write_numbered_csv(tmp_path / name, numbers.start, len(numbers), invalid=invalid))
+        str(write_numbered_csv(tmp_path / name, numbers.start, len(numbers), invalid=invalid))
         for name, (numbers, invalid) in FILES.items()
     ]
     held = faults.batch_heads(INSERTED, BATCH_SIZE)[HELD_BATCH : HELD_BATCH + 1]
@@ -110,7 +120,7 @@ def test_database_outage_longer_than_step_retries_is_finished_by_the_automatic_r
         api = DagsterApi(servers.url)
         with faults.hold_phones(url, held):
             launched = trigger_import(sources, WORKSPACE, batch_size=BATCH_SIZE, dagster_url=servers.url)
-            faults.wait_until(
+            wait_until(
                 lambda: faults.landed_batches(db) == HELD_BATCH and faults.waiting_on_locks(db) == 1,
                 f"batches 1-{HELD_BATCH} to land and batch {HELD_BATCH + 1} to wait",
                 timeout=RUN_TIMEOUT_SECONDS,
@@ -124,17 +134,22 @@ def test_database_outage_longer_than_step_retries_is_finished_by_the_automatic_r
         instance = dg.DagsterInstance.get()
         runs = _settled_group(instance, launched.run_id, servers)
         last = runs[-1]
-        assert last.status == dg.DagsterRunStatus.SUCCESS, faults.failure_messages(instance, last.run_id) + servers.log_tail()
+        assert last.status == dg.DagsterRunStatus.SUCCESS, (
+            faults.failure_messages(instance, last.run_id) + servers.log_tail()
+        )
 
         # The held batch was retried as the step's RetryPolicy allows, then the run failed.
         assert first.status == "FAILURE"
-        assert faults.count_events(instance, launched.run_id, dg.DagsterEventType.STEP_UP_FOR_RETRY, HELD_STEP) == STEP_RETRIES
+        assert (
+            faults.count_events(instance, launched.run_id, dg.DagsterEventType.STEP_UP_FOR_RETRY, HELD_STEP)
+            == STEP_RETRIES
+        )
         assert faults.count_events(instance, launched.run_id, dg.DagsterEventType.STEP_FAILURE, HELD_STEP) == 1
         # No person acted: every later run of the group is an automatic retry, numbered in turn.
         assert len(runs) >= 2 and runs[0].run_id == launched.run_id
         assert [r.tags.get(RETRY_NUMBER_TAG) for r in runs] == [None, *(str(n) for n in range(1, len(runs)))]
         assert [r.status for r in runs[:-1]] == [dg.DagsterRunStatus.FAILURE] * (len(runs) - 1)
-        assert all(r.parent_run_id == p.run_id for p, r in zip(runs, runs[1:]))
+        assert all(r.parent_run_id == p.run_id for p, r in itertools.pairwise(runs))
         tags = last.tags
         instance.dispose()
 
@@ -146,12 +161,19 @@ def test_database_outage_longer_than_step_retries_is_finished_by_the_automatic_r
     assert faults.landed_batches(db) == BATCHES
     db.dispose()
     store = ContactsStore(url)
-    assert {c["phone_number"] for c in store.query_contacts(WORKSPACE)} == {faults.phone_of(i) for i in range(1400)}
+    assert {c["phone_number"] for c in store.query_contacts(WORKSPACE)} == {phone_of(i) for i in range(1400)}
     store.dispose()
     progress = read_progress(tags)
     assert {name: progress.get(name) for name in PROGRESS} == {
-        "status": "completed", "total": 1602, "processed": 1602, "imported": 1400, "updated": 0, "skipped": 200,
-        "failed": 2, "current_batch": BATCHES, "total_batches": BATCHES,
+        "status": "completed",
+        "total": 1602,
+        "processed": 1602,
+        "imported": 1400,
+        "updated": 0,
+        "skipped": 200,
+        "failed": 2,
+        "current_batch": BATCHES,
+        "total_batches": BATCHES,
     }
     print(
         f"\nFIGURES database down {down_seconds:.0f}s (step retries exhausted); {len(runs) - 1} automatic run "

@@ -20,34 +20,31 @@ import pytest
 import sqlalchemy as sa
 
 import contact_import_pipeline
-from contact_import_pipeline.app import cli
-from contact_import_pipeline.storage import writers
-from contact_import_pipeline.storage.bucket import LocalFolderBucket
-from contact_import_pipeline.model import CONTACT_FIELDS
-from contact_import_pipeline.storage.contacts import ContactsStore
-from contact_import_pipeline.storage.schema import contacts, import_batches
-from contact_import_pipeline.keys import UnsafeKeyError, check_safe_key, parse_import_key
+from contact_import_pipeline.app.runner import ImportFailed, ImportRequest, local_instance, run_import
 from contact_import_pipeline.defs.progress import TAG_PREFIX
 from contact_import_pipeline.importing.rejects import escape_cell, rejects_csv
-from contact_import_pipeline.app.runner import ImportFailed, ImportRequest, local_instance, run_import
+from contact_import_pipeline.keys import UnsafeKeyError, check_safe_key, parse_import_key
+from contact_import_pipeline.model import CONTACT_FIELDS, Reject
 from contact_import_pipeline.settings import MAX_COLUMNS_ENV, MAX_FIELD_CHARS_ENV, MAX_FILE_BYTES_ENV
-from contact_import_pipeline.model import Reject
+from contact_import_pipeline.storage import writers
+from contact_import_pipeline.storage.bucket import LocalFolderBucket
+from contact_import_pipeline.storage.contacts import ContactsStore
+from contact_import_pipeline.storage.schema import contacts, import_batches
+from contact_import_tests.helpers import run_cli, write_csv
 
 PIPELINE = Path(contact_import_pipeline.__file__).parent
 # A word that appears only inside hostile payloads, so finding it in SQL text means a payload got in.
 MARKER = "xyzzy"
 
 
-def write_csv(path: Path, rows: list[list[str]]) -> Path:
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerows(rows)
-    path.write_text(buf.getvalue(), encoding="utf-8")
-    return path
-
-
-def cli_import(capsys: pytest.CaptureFixture[str], source: Path | str, workspace: str, database_url: str, *extra: str) -> tuple[int, dict[str, Any]]:
-    code = cli.main(["import", str(source), "--workspace", workspace, "--database-url", database_url, "--json", *extra])
-    return code, json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+def cli_import(
+    capsys: pytest.CaptureFixture[str], source: Path | str, workspace: str, database_url: str, *extra: str
+) -> tuple[int, dict[str, Any]]:
+    """``contact-import import <source> --json``: its exit code and summary."""
+    result = run_cli(
+        ["import", str(source), "--workspace", workspace, "--database-url", database_url, "--json", *extra], capsys
+    )
+    return result.code, result.json()
 
 
 # --- tenant isolation --------------------------------------------------------------------------
@@ -73,11 +70,19 @@ def workspace_checksum(database_url: str, workspace_id: str) -> tuple[int, str]:
     return len(people), hashlib.sha256(payload.encode()).hexdigest()
 
 
-def test_imports_never_touch_other_workspaces(database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_imports_never_touch_other_workspaces(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Three workspaces share phone numbers; imports into ws-a (skip, re-import, update, forged key) leave ws-b and ws-c byte-identical."""
-    seed_a = write_csv(tmp_path / "seed_a.csv", [["Name", "Phone", "City"]] + [[f"A{i}", p, ""] for i, p in enumerate(PHONES[:3])])
-    seed_bc = write_csv(tmp_path / "seed_bc.csv", [["Name", "Phone", "City"]] + [[f"B{i}", p, ""] for i, p in enumerate(PHONES[:5])])
-    main = write_csv(tmp_path / "main.csv", [["Name", "Phone", "City"]] + [[f"M{i}", p, f"City{i}"] for i, p in enumerate(PHONES)])
+    seed_a = write_csv(
+        tmp_path / "seed_a.csv", ["Name", "Phone", "City"], [[f"A{i}", p, ""] for i, p in enumerate(PHONES[:3])]
+    )
+    seed_bc = write_csv(
+        tmp_path / "seed_bc.csv", ["Name", "Phone", "City"], [[f"B{i}", p, ""] for i, p in enumerate(PHONES[:5])]
+    )
+    main = write_csv(
+        tmp_path / "main.csv", ["Name", "Phone", "City"], [[f"M{i}", p, f"City{i}"] for i, p in enumerate(PHONES)]
+    )
     for source, workspace in ((seed_a, "ws-a"), (seed_bc, "ws-b"), (seed_bc, "ws-c")):
         assert cli_import(capsys, source, workspace, database_url)[0] == 0
     others = {ws: workspace_checksum(database_url, ws) for ws in ("ws-b", "ws-c")}
@@ -105,7 +110,9 @@ def test_imports_never_touch_other_workspaces(database_url: str, tmp_path: Path,
     assert {ws: workspace_checksum(database_url, ws) for ws in others} == others
 
     store = ContactsStore(database_url)
-    cities = {(r["workspace_id"], r["phone_number"]): r["city"] for ws in ("ws-a", "ws-b") for r in store.query_contacts(ws)}
+    cities = {
+        (r["workspace_id"], r["phone_number"]): r["city"] for ws in ("ws-a", "ws-b") for r in store.query_contacts(ws)
+    }
     store.dispose()
     assert cities[("ws-a", E164[0])] == "City0"  # filled by the update in ws-a only
     assert cities[("ws-b", E164[0])] == ""
@@ -113,6 +120,7 @@ def test_imports_never_touch_other_workspaces(database_url: str, tmp_path: Path,
 
 
 # --- SQL only through bind parameters or COPY ---------------------------------------------------
+
 
 @contextmanager
 def recorded_sql(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
@@ -145,7 +153,7 @@ def recorded_sql(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
 
 def seed_other_workspace(database_url: str, tmp_path: Path) -> tuple[int, str]:
-    seed = write_csv(tmp_path / "seed.csv", [["Name", "Phone"], ["Bea", PHONES[0]], ["Cal", PHONES[1]]])
+    seed = write_csv(tmp_path / "seed.csv", ["Name", "Phone"], [["Bea", PHONES[0]], ["Cal", PHONES[1]]])
     run_import(ImportRequest(source=str(seed), workspace_id="ws-b"), database_url=database_url)
     return workspace_checksum(database_url, "ws-b")
 
@@ -156,11 +164,14 @@ def test_sql_in_headers_values_and_mapping_is_plain_text(
     """Headers and values full of SQL are imported verbatim; none of it reaches a statement's text."""
     before = seed_other_workspace(database_url, tmp_path)
     phone_header = f'Tel"); DROP TABLE contacts;-- {MARKER}'
-    source = write_csv(tmp_path / "sql.csv", [
+    source = write_csv(
+        tmp_path / "sql.csv",
         ["First Name", phone_header, f"City'; DELETE FROM contacts;-- {MARKER}"],
-        [f"Robert'); DROP TABLE contacts;-- {MARKER}", PHONES[0], "x"],
-        ["Ann", PHONES[1], f"'); DELETE FROM contacts WHERE '{MARKER}'='{MARKER}"],
-    ])
+        [
+            [f"Robert'); DROP TABLE contacts;-- {MARKER}", PHONES[0], "x"],
+            ["Ann", PHONES[1], f"'); DELETE FROM contacts WHERE '{MARKER}'='{MARKER}"],
+        ],
+    )
     with recorded_sql(monkeypatch) as statements:
         summary = run_import(
             ImportRequest(source=str(source), workspace_id="ws-a", column_mapping={"phone": phone_header}),
@@ -195,9 +206,11 @@ def test_column_mapping_with_sql_is_refused_before_any_sql(
     mapping: dict[str, str], message: str, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     before = seed_other_workspace(database_url, tmp_path)
-    source = write_csv(tmp_path / "map.csv", [["Name", "Phone"], ["Ann", PHONES[2]]])
+    source = write_csv(tmp_path / "map.csv", ["Name", "Phone"], [["Ann", PHONES[2]]])
     with recorded_sql(monkeypatch) as statements, pytest.raises(ImportFailed) as failure:
-        run_import(ImportRequest(source=str(source), workspace_id="ws-a", column_mapping=mapping), database_url=database_url)
+        run_import(
+            ImportRequest(source=str(source), workspace_id="ws-a", column_mapping=mapping), database_url=database_url
+        )
     assert failure.value.user_error
     assert str(failure.value).startswith(message)
     assert [s for s in statements if MARKER in s] == []
@@ -227,14 +240,23 @@ def sql_built_from_strings() -> set[tuple[str, tuple[str, ...]]]:
             if isinstance(node, ast.JoinedStr):
                 text = "".join(v.value for v in node.values if isinstance(v, ast.Constant))
                 if SQL_WORDS.search(text):
-                    found.add((path.name, tuple(ast.unparse(v.value) for v in node.values if isinstance(v, ast.FormattedValue))))
+                    found.add(
+                        (
+                            path.name,
+                            tuple(ast.unparse(v.value) for v in node.values if isinstance(v, ast.FormattedValue)),
+                        )
+                    )
             elif isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Mod, ast.Add)):
                 for side in (node.left, node.right):
                     if isinstance(side, ast.Constant) and isinstance(side.value, str) and SQL_WORDS.search(side.value):
                         found.add((path.name, ("<% or + on SQL text>", ast.unparse(node))))
             elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "format":
                 target = node.func.value
-                if isinstance(target, ast.Constant) and isinstance(target.value, str) and SQL_WORDS.search(target.value):
+                if (
+                    isinstance(target, ast.Constant)
+                    and isinstance(target.value, str)
+                    and SQL_WORDS.search(target.value)
+                ):
                     found.add((path.name, ("<.format on SQL text>", ast.unparse(node))))
     return found
 
@@ -246,25 +268,48 @@ def test_sql_text_is_built_only_from_reviewed_constants() -> None:
     columns = set(contacts.c.keys())
     for name in writers.BATCH_COLUMNS + CONTACT_FIELDS:
         assert re.fullmatch(r"[a-z_]+", name) and name in columns, name
-    assert writers._STAGE_COLUMNS == ", ".join(writers.BATCH_COLUMNS)
+    assert ", ".join(writers.BATCH_COLUMNS) == writers._STAGE_COLUMNS
     assert re.fullmatch(r"[a-z_]+", writers._STAGE_TABLE)
-    assert writers._DIRECT_COLUMNS == ", ".join([*writers.BATCH_COLUMNS, "workspace_id", "tags", "metadata"])
+    assert ", ".join([*writers.BATCH_COLUMNS, "workspace_id", "tags", "metadata"]) == writers._DIRECT_COLUMNS
     assert set(writers._PG_ON_CONFLICT) == {False, True}
     assert all(isinstance(clause, str) for clause in writers._PG_ON_CONFLICT.values())
 
 
 # --- unsafe bucket keys -------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "key",
     [
-        "", "ws-a/imports/../ws-b/imports/x.csv", "ws-a/imports/..", "../imports/x.csv", "ws-a/imports/./x.csv",
-        "ws-a//imports/x.csv", "ws-a/imports//x.csv", "/ws-a/imports/x.csv", "ws-a/imports/x.csv/",
-        "ws-a\\imports\\x.csv", "ws-a/imports/..\\..\\x.csv", "ws-a/imports/%2e%2e%2fx.csv", "ws-a/imports/x%00.csv",
-        "ws-a/imports/x\x00.csv", "ws-a/imports/x\n.csv", "ws-a/imports/x\r.csv", "ws-a/imports/\x1b[2Jx.csv",
-        "ws-a/imports/\u202ex.csv", "ws-a/imports/x\u200b.csv", "ws a/imports/x.csv", "-ws/imports/x.csv",
-        "_ws/imports/x.csv", "ws.a/imports/x.csv", f"{'w' * 65}/imports/x.csv", "ws-a/imports/sub/x.csv",
-        "ws-a/uploads/x.csv", "ws-a/imports/x.txt", "ws-a/imports", "ws-a",
+        "",
+        "ws-a/imports/../ws-b/imports/x.csv",
+        "ws-a/imports/..",
+        "../imports/x.csv",
+        "ws-a/imports/./x.csv",
+        "ws-a//imports/x.csv",
+        "ws-a/imports//x.csv",
+        "/ws-a/imports/x.csv",
+        "ws-a/imports/x.csv/",
+        "ws-a\\imports\\x.csv",
+        "ws-a/imports/..\\..\\x.csv",
+        "ws-a/imports/%2e%2e%2fx.csv",
+        "ws-a/imports/x%00.csv",
+        "ws-a/imports/x\x00.csv",
+        "ws-a/imports/x\n.csv",
+        "ws-a/imports/x\r.csv",
+        "ws-a/imports/\x1b[2Jx.csv",
+        "ws-a/imports/\u202ex.csv",
+        "ws-a/imports/x\u200b.csv",
+        "ws a/imports/x.csv",
+        "-ws/imports/x.csv",
+        "_ws/imports/x.csv",
+        "ws.a/imports/x.csv",
+        f"{'w' * 65}/imports/x.csv",
+        "ws-a/imports/sub/x.csv",
+        "ws-a/uploads/x.csv",
+        "ws-a/imports/x.txt",
+        "ws-a/imports",
+        "ws-a",
     ],
 )
 def test_unsafe_import_keys_are_refused(key: str) -> None:
@@ -272,11 +317,18 @@ def test_unsafe_import_keys_are_refused(key: str) -> None:
         parse_import_key(key)
 
 
-@pytest.mark.parametrize(("key", "workspace", "name"), [
-    ("ws-a/imports/x.csv", "ws-a", "x.csv"),
-    ("0b1c9f3e-5d2a-4c7b-9e1f-2a3b4c5d6e7f/imports/Contacts (1).CSV", "0b1c9f3e-5d2a-4c7b-9e1f-2a3b4c5d6e7f", "Contacts (1).CSV"),
-    (f"{'w' * 64}/imports/ünïcode name.csv", "w" * 64, "ünïcode name.csv"),
-])
+@pytest.mark.parametrize(
+    ("key", "workspace", "name"),
+    [
+        ("ws-a/imports/x.csv", "ws-a", "x.csv"),
+        (
+            "0b1c9f3e-5d2a-4c7b-9e1f-2a3b4c5d6e7f/imports/Contacts (1).CSV",
+            "0b1c9f3e-5d2a-4c7b-9e1f-2a3b4c5d6e7f",
+            "Contacts (1).CSV",
+        ),
+        (f"{'w' * 64}/imports/ünïcode name.csv", "w" * 64, "ünïcode name.csv"),
+    ],
+)
 def test_safe_import_keys_parse(key: str, workspace: str, name: str) -> None:
     parsed = parse_import_key(key)
     assert (parsed.workspace_id, parsed.name, parsed.key) == (workspace, name, key)
@@ -294,36 +346,62 @@ def test_bucket_refuses_unsafe_keys_for_any_folder(key: str, tmp_path: Path) -> 
 
 # --- formula injection in files we write back ---------------------------------------------------
 
-@pytest.mark.parametrize(("cell", "escaped"), [
-    ("=cmd|' /C calc'!A0", "'=cmd|' /C calc'!A0"), ("+SUM(1)", "'+SUM(1)"), ("-2+3", "'-2+3"), ("@SUM(A1)", "'@SUM(A1)"),
-    ("\t=1+2", "'\t=1+2"), ("\r=1+2", "'\r=1+2"), ("+12025550101", "'+12025550101"),
-    ("Ann", "Ann"), ("a=b", "a=b"), ("", ""), ("'=already", "'=already"), (" =1", " =1"),
-])
+
+@pytest.mark.parametrize(
+    ("cell", "escaped"),
+    [
+        ("=cmd|' /C calc'!A0", "'=cmd|' /C calc'!A0"),
+        ("+SUM(1)", "'+SUM(1)"),
+        ("-2+3", "'-2+3"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("\t=1+2", "'\t=1+2"),
+        ("\r=1+2", "'\r=1+2"),
+        ("+12025550101", "'+12025550101"),
+        ("Ann", "Ann"),
+        ("a=b", "a=b"),
+        ("", ""),
+        ("'=already", "'=already"),
+        (" =1", " =1"),
+    ],
+)
 def test_escape_cell(cell: str, escaped: str) -> None:
     assert escape_cell(cell) == escaped
 
 
 def test_rejects_file_escapes_header_values_phones_and_detail() -> None:
     rejects = [
-        Reject(row=2, reason="invalid_phone", detail="=HYPERLINK(\"http://evil.example\")", values=["=1+2", "+1 202 555 0101", "@x"]),
-        Reject(row=3, reason="duplicate_in_file", detail="same phone +12025550101 as row 2", values=["-5", "\tTab", "ok", "extra=1"]),
+        Reject(
+            row=2,
+            reason="invalid_phone",
+            detail='=HYPERLINK("http://evil.example")',
+            values=["=1+2", "+1 202 555 0101", "@x"],
+        ),
+        Reject(
+            row=3,
+            reason="duplicate_in_file",
+            detail="same phone +12025550101 as row 2",
+            values=["-5", "\tTab", "ok", "extra=1"],
+        ),
     ]
     text = rejects_csv(["=Name", "Phone", "Note"], rejects).decode("utf-8")
     assert text.startswith("\ufeff")
     assert list(csv.reader(io.StringIO(text[1:], newline=""))) == [
         ["'=Name", "Phone", "Note", "extra_4", "row", "reason", "detail"],
-        ["'=1+2", "'+1 202 555 0101", "'@x", "", "2", "invalid_phone", "'=HYPERLINK(\"http://evil.example\")"],
+        ["'=1+2", "'+1 202 555 0101", "'@x", "", "2", "invalid_phone", '\'=HYPERLINK("http://evil.example")'],
         ["'-5", "'\tTab", "ok", "extra=1", "3", "duplicate_in_file", "same phone +12025550101 as row 2"],
     ]
 
 
 # --- size limits from the environment -----------------------------------------------------------
 
-def test_byte_cap_from_env_refuses_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+
+def test_byte_cap_from_env_refuses_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     url = f"sqlite:///{tmp_path / 'c.db'}"
     monkeypatch.setenv(MAX_FILE_BYTES_ENV, "100")
-    small = write_csv(tmp_path / "small.csv", [["Name", "Phone"], ["Ann", PHONES[0]]])
-    big = write_csv(tmp_path / "big.csv", [["Name", "Phone"]] + [[f"Person {i}", PHONES[i]] for i in range(6)])
+    small = write_csv(tmp_path / "small.csv", ["Name", "Phone"], [["Ann", PHONES[0]]])
+    big = write_csv(tmp_path / "big.csv", ["Name", "Phone"], [[f"Person {i}", PHONES[i]] for i in range(6)])
     assert small.stat().st_size <= 100 < big.stat().st_size
     code, result = cli_import(capsys, big, "ws-a", url)
     assert code == 2
@@ -341,27 +419,34 @@ def test_byte_cap_from_env_refuses_the_file(tmp_path: Path, monkeypatch: pytest.
     assert cli_import(capsys, small, "ws-a", url)[1]["imported"] == 1
 
 
-def test_column_cap_from_env_refuses_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_column_cap_from_env_refuses_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     url = f"sqlite:///{tmp_path / 'c.db'}"
     monkeypatch.setenv(MAX_COLUMNS_ENV, "3")
-    wide = write_csv(tmp_path / "wide.csv", [["Name", "Phone", "City", "Zip"], ["Ann", PHONES[0], "X", "1"]])
+    wide = write_csv(tmp_path / "wide.csv", ["Name", "Phone", "City", "Zip"], [["Ann", PHONES[0], "X", "1"]])
     code, result = cli_import(capsys, wide, "ws-a", url)
     assert code == 2
     assert result["error"].startswith("wide.csv: the header row (line 1) has 4 columns, over the 3 limit")
-    narrow = write_csv(tmp_path / "narrow.csv", [["Name", "Phone", "City"], ["Ann", PHONES[0], "X"]])
+    narrow = write_csv(tmp_path / "narrow.csv", ["Name", "Phone", "City"], [["Ann", PHONES[0], "X"]])
     assert cli_import(capsys, narrow, "ws-a", url)[1]["imported"] == 1
 
 
-def test_field_cap_from_env_fails_the_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_field_cap_from_env_fails_the_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv(MAX_FIELD_CHARS_ENV, "20")
-    source = write_csv(tmp_path / "long.csv", [["Name", "Phone"], ["A" * 21, PHONES[0]], ["B" * 20, PHONES[1]]])
+    source = write_csv(tmp_path / "long.csv", ["Name", "Phone"], [["A" * 21, PHONES[0]], ["B" * 20, PHONES[1]]])
     code, result = cli_import(capsys, source, "ws-a", f"sqlite:///{tmp_path / 'c.db'}")
     assert code == 0
     assert (result["imported"], result["failed_by_reason"]) == (1, {"field_too_long": 1})
-    assert result["errors"] == [{"row": 2, "reason": "field_too_long", "detail": "field 1 has 21 characters, over the 20 limit"}]
+    assert result["errors"] == [
+        {"row": 2, "reason": "field_too_long", "detail": "field 1 has 21 characters, over the 20 limit"}
+    ]
 
 
 # --- personal data in messages and run tags -----------------------------------------------------
+
 
 def phone_forms(raw: str) -> list[str]:
     """The ways a phone can show up in text: as written, as E.164, as bare digits."""
@@ -386,13 +471,17 @@ def test_file_error_message_and_tags_hold_no_phone_numbers(tmp_path: Path, capsy
     assert tags[TAG_PREFIX + "status"] == "failed"
     assert tags[TAG_PREFIX + "error"] == result["error"]
     texts = [result["error"], *tags.values()]
-    leaked = [form for raw in [*PHONES[:3], "(202) 555-0399"] for form in phone_forms(raw) if any(form in t for t in texts)]
+    leaked = [
+        form for raw in [*PHONES[:3], "(202) 555-0399"] for form in phone_forms(raw) if any(form in t for t in texts)
+    ]
     assert leaked == []
 
 
 def test_header_error_names_only_the_header_row(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A file without a header: the message lists its first line (taken as the header), never later rows."""
-    source = write_csv(tmp_path / "nohead.csv", [["Ann", "Lee", PHONES[0]], ["Bob", "Ray", PHONES[1]], ["Cy", "Fox", PHONES[2]]])
+    source = write_csv(
+        tmp_path / "nohead.csv", ["Ann", "Lee", PHONES[0]], [["Bob", "Ray", PHONES[1]], ["Cy", "Fox", PHONES[2]]]
+    )
     code, result = cli_import(capsys, source, "ws-a", f"sqlite:///{tmp_path / 'c.db'}")
     assert code == 2
     assert result["error"].startswith("nohead.csv: no phone column found; headers were: 'Ann', 'Lee', '(202) 555-0301'")
@@ -400,14 +489,27 @@ def test_header_error_names_only_the_header_row(tmp_path: Path, capsys: pytest.C
     assert [f for raw in PHONES[1:3] for f in phone_forms(raw) if any(f in t for t in texts)] == []
 
 
-def test_progress_tags_hold_no_phone_numbers_of_imported_or_skipped_rows(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_progress_tags_hold_no_phone_numbers_of_imported_or_skipped_rows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Run tags (progress, first errors) never carry the phones of rows that were imported or skipped."""
-    source = write_csv(tmp_path / "mixed.csv", [
-        ["Name", "Phone"], ["Ann", PHONES[0]], ["Bob", PHONES[1]], ["Bob again", PHONES[1]], ["Cy", ""], ["Di", "555-01"],
-    ])
+    source = write_csv(
+        tmp_path / "mixed.csv",
+        ["Name", "Phone"],
+        [
+            ["Ann", PHONES[0]],
+            ["Bob", PHONES[1]],
+            ["Bob again", PHONES[1]],
+            ["Cy", ""],
+            ["Di", "555-01"],
+        ],
+    )
     code, result = cli_import(capsys, source, "ws-a", f"sqlite:///{tmp_path / 'c.db'}")
     assert code == 0
     assert (result["imported"], result["skipped"], result["failed"]) == (2, 1, 2)
     tags = run_tags(result["run_id"])
-    assert [(e["row"], e["reason"]) for e in json.loads(tags[TAG_PREFIX + "errors"])] == [(5, "missing_phone"), (6, "invalid_phone")]
+    assert [(e["row"], e["reason"]) for e in json.loads(tags[TAG_PREFIX + "errors"])] == [
+        (5, "missing_phone"),
+        (6, "invalid_phone"),
+    ]
     assert [f for raw in PHONES[:2] for f in phone_forms(raw) if any(f in t for t in tags.values())] == []

@@ -4,33 +4,33 @@ each file imported exactly once, and a file that fails as a file fails alone."""
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
-from contact_import_pipeline.storage.contacts import ContactsStore
 from contact_import_pipeline.keys import parse_import_key
-from contact_import_pipeline.storage.ledger import Ledger
-from contact_import_pipeline.vocabulary import default_import_tag
 from contact_import_pipeline.settings import MAX_FILES_PER_RUN_ENV, SENSOR_INTERVAL_ENV
+from contact_import_pipeline.storage.contacts import ContactsStore
+from contact_import_pipeline.storage.ledger import Ledger
 from contact_import_pipeline.vocabulary import (
     FILE_TAG_PREFIX,
     FILES_TAG,
     ORIGIN_TAG,
     SENSOR_NAME_TAG,
     WORKSPACE_TAG_PREFIX,
+    default_import_tag,
     file_tag,
     workspace_tag,
 )
+from contact_import_tests.helpers import REPO_ROOT, process_group, wait_until
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.slow, pytest.mark.servers]
+
 INTERVAL_SECONDS = 2
 FILES_PER_RUN = 3  # the sensor's cap, lowered so that seven files make several runs
 HEADER = b"First Name,Mobile Phone\n"
@@ -77,18 +77,12 @@ load_from:
 """
 
 
-def _reset_signals() -> None:
-    """Non-interactive shells can hand down ignored SIGINT/SIGTERM; the daemon must obey them."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
 def wait_for(condition: Callable[[], bool], seconds: float, what: str, log: Path) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; daemon log tail:\n{log.read_text()[-4000:]}")
-        time.sleep(0.5)
+    """``wait_until`` that shows the daemon's log tail when it times out."""
+    try:
+        wait_until(condition, what, timeout=seconds)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; daemon log tail:\n{log.read_text()[-4000:]}") from None
 
 
 @pytest.fixture
@@ -100,7 +94,7 @@ def daemon(tmp_path: Path) -> Iterator[tuple[dg.DagsterInstance, Path, Path, Pat
     home, bucket, log = tmp_path / "dagster_home", tmp_path / "bucket", tmp_path / "daemon.log"
     home.mkdir()
     (home / "dagster.yaml").write_text(DAGSTER_YAML.format(home=home))
-    (tmp_path / "workspace.yaml").write_text(WORKSPACE_YAML.format(repo=REPO))
+    (tmp_path / "workspace.yaml").write_text(WORKSPACE_YAML.format(repo=REPO_ROOT))
     database = tmp_path / "contacts.db"
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("CONTACT", "DAGSTER"))},
@@ -110,40 +104,13 @@ def daemon(tmp_path: Path) -> Iterator[tuple[dg.DagsterInstance, Path, Path, Pat
         SENSOR_INTERVAL_ENV: str(INTERVAL_SECONDS),
         MAX_FILES_PER_RUN_ENV: str(FILES_PER_RUN),
     }
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(tmp_path / "workspace.yaml")],
-            cwd=tmp_path,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_reset_signals,
-        )
-    instance = dg.DagsterInstance.from_config(str(home))
-    try:
-        yield instance, bucket, database, log
-    finally:
-        instance.dispose()
-        _stop_group(process)
-
-
-def _stop_group(process: subprocess.Popen) -> None:
-    """Stop the daemon and everything it started (code server, run workers): its process group."""
-    for sig, grace in ((signal.SIGTERM, 20), (signal.SIGKILL, 5)):
+    command = [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(tmp_path / "workspace.yaml")]
+    with process_group(command, env=env, log=log, cwd=tmp_path):
+        instance = dg.DagsterInstance.from_config(str(home))
         try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            continue
-        time.sleep(1)  # let children of the group exit too
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+            yield instance, bucket, database, log
+        finally:
+            instance.dispose()
 
 
 def drop(bucket: Path, files: list[tuple[str, bytes, tuple[int, int, int, int]]], first_upload: int) -> None:
@@ -181,13 +148,13 @@ def sensor_ticks(instance: dg.DagsterInstance) -> list:
 def contacts_metadata(instance: dg.DagsterInstance, run_id: str) -> dict:
     """The run's ``contacts`` materialization metadata, as plain values."""
     (record,) = [
-        r for r in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+        r
+        for r in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
         if r.asset_materialization.asset_key == dg.AssetKey("contacts")
     ]
     return {name: value.value for name, value in record.asset_materialization.metadata.items()}
 
 
-@pytest.mark.slow
 def test_dropped_files_are_packed_into_few_runs_and_imported_once_each(daemon) -> None:
     instance, bucket, database, log = daemon
     first_upload = int(time.time()) - 60
@@ -204,11 +171,15 @@ def test_dropped_files_are_packed_into_few_runs_and_imported_once_each(daemon) -
     for run in runs:  # each run's tags list its files and workspaces, and nothing else
         files = run_files(run)
         listed = {k: v for k, v in run.tags.items() if k.startswith((FILE_TAG_PREFIX, WORKSPACE_TAG_PREFIX))}
-        assert listed == {file_tag(k): k for k in files} | {workspace_tag(k.split("/")[0]): k.split("/")[0] for k in files}
+        assert listed == {file_tag(k): k for k in files} | {
+            workspace_tag(k.split("/")[0]): k.split("/")[0] for k in files
+        }
         assert (run.tags[FILES_TAG], run.tags[ORIGIN_TAG]) == (str(len(files)), "sensor")
 
     # The runs list filters by workspace and by file.
-    by_workspace = {ws: [run.run_id for run in sensor_runs(instance, {workspace_tag(ws): ws})] for ws in EXPECTED_CONTACTS}
+    by_workspace = {
+        ws: [run.run_id for run in sensor_runs(instance, {workspace_tag(ws): ws})] for ws in EXPECTED_CONTACTS
+    }
     assert by_workspace == {"ws-a": [runs[0].run_id], "ws-b": [runs[1].run_id], "ws-c": [runs[2].run_id]}
     by_file = {key: [run.run_id for run in sensor_runs(instance, {file_tag(key): key})] for key in KEYS}
     assert by_file == {key: [run.run_id] for run in runs for key in run_files(run)}
@@ -227,7 +198,7 @@ def test_dropped_files_are_packed_into_few_runs_and_imported_once_each(daemon) -
     }
     # A default import tag names the file's upload second (each file of a workspace has its own).
     assert {key: e.import_tag for key, e in entries.items()} == {
-        key: default_import_tag(datetime.fromtimestamp(first_upload + i, timezone.utc)) for i, key in enumerate(KEYS)
+        key: default_import_tag(datetime.fromtimestamp(first_upload + i, UTC)) for i, key in enumerate(KEYS)
     }
     assert {ws: sorted(c["phone_number"] for c in store.query_contacts(ws)) for ws in EXPECTED_CONTACTS} == {
         ws: sorted(phones) for ws, phones in EXPECTED_CONTACTS.items()
@@ -238,10 +209,17 @@ def test_dropped_files_are_packed_into_few_runs_and_imported_once_each(daemon) -
     metadata = contacts_metadata(instance, runs[1].run_id)
     names = ("imports", "completed_imports", "failed_imports", "total", "imported", "skipped", "failed")
     assert {name: metadata[name] for name in names} == {
-        "imports": 2, "completed_imports": 1, "failed_imports": 1, "total": 2, "imported": 1, "skipped": 0, "failed": 1,
+        "imports": 2,
+        "completed_imports": 1,
+        "failed_imports": 1,
+        "total": 2,
+        "imported": 1,
+        "skipped": 0,
+        "failed": 1,
     }
     assert [(r.data["file"], r.data["status"], r.data["error"]) for r in metadata["imports_table"].records] == [
-        (BINARY_KEY, "failed", BINARY_ERROR), (KEYS[3], "completed", ""),
+        (BINARY_KEY, "failed", BINARY_ERROR),
+        (KEYS[3], "completed", ""),
     ]
 
     # Completed sources are archived (rejects written beside them); the failed one stays where it was.

@@ -6,29 +6,37 @@ on a real webserver + daemon; screenshots go to ``test-artifacts/`` at the repo 
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from contact_import_pipeline.app.graphql import DagsterApi
-
 from contact_import_pipeline.app.trigger import trigger_import
 from contact_import_pipeline.defs.progress import COUNT_FIELDS
-from contact_import_pipeline.app.runner import LOCAL_DAGSTER_YAML
 from contact_import_pipeline.settings import SMALL_FILE_BYTES_ENV
 from contact_import_pipeline.vocabulary import TAG_PREFIX, file_tag, workspace_tag
-from contact_import_tests.servers import REPO_ROOT, dagster_servers
+from contact_import_tests.faults import make_home
+from contact_import_tests.helpers import REPO_ROOT, require_service
+from contact_import_tests.servers import dagster_servers
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ui_chromium")]
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
+pytestmark = [pytest.mark.slow, pytest.mark.servers, pytest.mark.xdist_group("ui_chromium")]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
 ]
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 ROWS, BATCH_SIZE = 5000, 250  # 20 insert steps: the run lasts long enough to be seen mid-way
@@ -46,9 +54,7 @@ def require_chromium() -> None:
         except ImportError:
             missing = "playwright is not installed (pip install -e '.[test]')"
     if missing:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(missing)
-        pytest.skip(missing)
+        require_service(missing)
 
 
 def tag_values(text: str) -> dict[str, str]:
@@ -56,7 +62,7 @@ def tag_values(text: str) -> dict[str, str]:
     return dict(re.findall(r"^contact_import/([\w.-]+): (.*)$", text, flags=re.MULTILINE))
 
 
-def show_tags(page, url: str, screenshot: Path) -> dict[str, str]:  # noqa: ANN001 - playwright Page
+def show_tags(page: Page, url: str, screenshot: Path) -> dict[str, str]:
     """Open the run page, open "View tags and config", screenshot it and return our tags."""
     page.goto(url)
     view_tags = page.get_by_role("button", name="View tags and config")
@@ -65,7 +71,7 @@ def show_tags(page, url: str, screenshot: Path) -> dict[str, str]:  # noqa: ANN0
     try:
         skip.wait_for(timeout=5_000)
         skip.click()
-    except Exception:  # noqa: BLE001 - playwright's TimeoutError: the dialog did not show this time
+    except Exception:  # noqa: BLE001 (playwright's TimeoutError: the dialog did not show this time)
         pass
     view_tags.click()
     dialog = page.get_by_role("dialog").filter(has_text="contact_import/")
@@ -78,9 +84,7 @@ def test_run_page_shows_progress_while_running_and_after(tmp_path: Path, monkeyp
     require_chromium()
     from playwright.sync_api import sync_playwright
 
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text(LOCAL_DAGSTER_YAML)
+    home = make_home(tmp_path / "dagster_home")
     env = {
         "CONTACTS_DATABASE_URL": f"sqlite:///{tmp_path / 'contacts.db'}",
         "CONTACT_BUCKET_DIR": str(tmp_path / "bucket"),
@@ -120,8 +124,15 @@ def test_run_page_shows_progress_while_running_and_after(tmp_path: Path, monkeyp
     assert 0 < int(during["imported"]) < ROWS and 0 < int(during["processed"]) < ROWS
     assert 1 <= int(during["current_batch"]) < int(during["total_batches"]) == ROWS // BATCH_SIZE
     assert {name: after[name] for name in ("status", *COUNT_FIELDS)} == {
-        "status": "completed", "total": str(ROWS), "processed": str(ROWS), "imported": str(ROWS), "updated": "0",
-        "skipped": "0", "failed": "0", "current_batch": "20", "total_batches": "20",
+        "status": "completed",
+        "total": str(ROWS),
+        "processed": str(ROWS),
+        "imported": str(ROWS),
+        "updated": "0",
+        "skipped": "0",
+        "failed": "0",
+        "current_batch": "20",
+        "total_batches": "20",
     }
     assert {name: after[name] for name in COUNT_FIELDS} == {name: str(final.progress[name]) for name in COUNT_FIELDS}
     # The page also names the run's file and workspace: the tags the runs list filters by.

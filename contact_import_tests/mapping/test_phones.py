@@ -1,14 +1,19 @@
-"""E.164 normalization: exact outputs, reasons, and the NANP fast path against plain phonenumbers."""
+"""mapping.phones: E.164 normalization with exact outputs and reasons; and mapping.nanp, the NANP
+fast path, against plain phonenumbers."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import pandas as pd
 import phonenumbers
+import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from contact_import_pipeline.mapping.nanp import key_depths
+from contact_import_pipeline.mapping.nanp import key_depths, nanp_fast
 from contact_import_pipeline.mapping.phones import (
     PHONE_CHUNK_ROWS,
     is_valid_region,
@@ -19,9 +24,37 @@ from contact_import_pipeline.mapping.phones import (
 )
 
 
+def prepared(raw: str) -> str:
+    """The preparation the pipeline documents before asking phonenumbers: trimmed, a leading 00
+    read as + (the NANP-shaped inputs below are ASCII, so NFKC changes nothing)."""
+    text = raw.strip()
+    return "+" + text[2:] if text.startswith("00") else text
+
+
 def plain(raw: str, region: str) -> str | None:
-    """What phonenumbers alone says (after the documented 00 → + and NFKC preparation)."""
-    return normalize_phone(raw, region)
+    """What phonenumbers alone says: parse, is_valid_number, format_number as E.164."""
+    try:
+        number = phonenumbers.parse(prepared(raw), region)
+    except phonenumbers.NumberParseException:
+        return None
+    return (
+        phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+        if phonenumbers.is_valid_number(number)
+        else None
+    )
+
+
+def fast_path(batch: list[str], region: str) -> tuple[list[int], list[str | None]]:
+    """``nanp_fast`` alone over ``batch``: the rows it decided, and its answer for each of them."""
+    result = np.full(len(batch), None, dtype=object)
+    decided = nanp_fast(
+        pa.array([prepared(raw) for raw in batch], type=pa.string()),
+        np.full(len(batch), region, dtype=object),
+        np.zeros(len(batch), dtype=bool),
+        result,
+    )
+    rows = np.flatnonzero(decided).tolist()
+    return rows, [result[i] for i in rows]
 
 
 CASES = [
@@ -78,8 +111,15 @@ def test_missing_phone(empty: str):
 
 
 def test_country_column_by_name_and_iso_code_overrides_default_region():
-    raw = ["030 901820", "030 901820", "030 901820", "020 7946 0958", "020 7946 0958",
-           "(202) 555-0123", "(202) 555-0123"]
+    raw = [
+        "030 901820",
+        "030 901820",
+        "030 901820",
+        "020 7946 0958",
+        "020 7946 0958",
+        "(202) 555-0123",
+        "(202) 555-0123",
+    ]
     countries = ["Germany", "de", "Deutschland", "UK", "United Kingdom", "", "Atlantis"]
     e164, reasons = normalize_phones(raw, countries, "US")
     assert e164 == ["+4930901820"] * 3 + ["+442079460958"] * 2 + ["+12025550123"] * 2
@@ -89,10 +129,24 @@ def test_country_column_by_name_and_iso_code_overrides_default_region():
 
 
 def test_region_for_country():
-    assert [region_for_country(v) for v in
-            ["US", "us", "United States", "U.S.A.", "Deutschland", "Germany", "UK",
-             "United Kingdom", "gb", "México", "Atlantis", "", "  "]] == [
-        "US", "US", "US", "US", "DE", "DE", "GB", "GB", "GB", "MX", None, None, None]
+    assert [
+        region_for_country(v)
+        for v in [
+            "US",
+            "us",
+            "United States",
+            "U.S.A.",
+            "Deutschland",
+            "Germany",
+            "UK",
+            "United Kingdom",
+            "gb",
+            "México",
+            "Atlantis",
+            "",
+            "  ",
+        ]
+    ] == ["US", "US", "US", "US", "DE", "DE", "GB", "GB", "GB", "MX", None, None, None]
 
 
 def test_is_valid_region():
@@ -117,11 +171,15 @@ def test_nanp_key_depths_cover_every_area_code():
 
 # NANP-shaped inputs: every area/exchange digit pattern, including 555, N11, 9xx, 0/1 leads.
 _digits = st.text("0123456789", min_size=1, max_size=1)
-_area = st.one_of(st.sampled_from(["202", "555", "211", "911", "976", "999", "246", "876",
-                                   "658", "268", "809", "416", "800", "900", "012", "123"]),
-                  st.text("0123456789", min_size=3, max_size=3))
-_exchange = st.one_of(st.sampled_from(["555", "211", "911", "012", "123", "976"]),
-                      st.text("0123456789", min_size=3, max_size=3))
+_area = st.one_of(
+    st.sampled_from(
+        ["202", "555", "211", "911", "976", "999", "246", "876", "658", "268", "809", "416", "800", "900", "012", "123"]
+    ),
+    st.text("0123456789", min_size=3, max_size=3),
+)
+_exchange = st.one_of(
+    st.sampled_from(["555", "211", "911", "012", "123", "976"]), st.text("0123456789", min_size=3, max_size=3)
+)
 _line = st.text("0123456789", min_size=4, max_size=4)
 _sep = st.sampled_from(["", " ", "-", ".", " - ", "  "])
 _lead = st.sampled_from(["", "1", "+1", "001", "1 ", "+1 ", "+1-", "1-", "(", "[", "+"])
@@ -135,40 +193,53 @@ def nanp_like(draw) -> str:
     if draw(st.booleans()):
         opening, closing = draw(_brackets)
         area = f"{opening}{area}{closing}"
-    return (draw(_lead) + draw(_sep) + area + draw(_sep) + draw(_exchange) + draw(_sep)
-            + draw(_line))
+    return draw(_lead) + draw(_sep) + area + draw(_sep) + draw(_exchange) + draw(_sep) + draw(_line)
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(nanp_like(), min_size=1, max_size=40),
-       st.sampled_from(["US", "CA", "GB", "DE"]))
-def test_fast_path_equals_phonenumbers(numbers: list[str], region: str):
+@given(st.lists(nanp_like(), min_size=1, max_size=40), st.sampled_from(["US", "CA", "GB", "DE"]))
+def test_fast_path_equals_phonenumbers(numbers: list[str], region: str) -> None:
     # Share prefixes inside a batch so cached answers are reused for other suffixes.
     batch = numbers + [n[:-4] + n[-4:][::-1] for n in numbers]
+    expected = [plain(n, region) for n in batch]
+    rows, answers = fast_path(batch, region)
+    assert answers == [expected[i] for i in rows]
     e164, _ = normalize_phones(batch, [""] * len(batch), region)
-    assert e164 == [plain(n, region) for n in batch]
-
-
-def test_fast_path_equals_phonenumbers_for_every_area_code():
-    # Every area code × every exchange lead digit, two line numbers each, in one batch.
-    batch = [f"({a:03d}) {x}{a % 10}{x} {line}" for a in range(1000) for x in range(10)
-             for line in ("0123", "9876")]
-    e164, _ = normalize_phones(batch, [""] * len(batch), "US")
-    expected = []
-    for raw in batch:
-        number = phonenumbers.parse(raw, "US")
-        expected.append(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-                        if phonenumbers.is_valid_number(number) else None)
     assert e164 == expected
-    assert sum(e is not None for e in e164) > 5000
+
+
+def test_fast_path_decides_every_nanp_row_as_phonenumbers_for_every_area_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every area code × every exchange lead digit, two line numbers each, in one batch of 20,000.
+    batch = [f"({a:03d}) {x}{a % 10}{x} {line}" for a in range(1000) for x in range(10) for line in ("0123", "9876")]
+    expected = [plain(raw, "US") for raw in batch]
+    assert sum(e is not None for e in expected) > 5000
+    # The fast path decides every row whose area code may exist (2xx-9xx), each as phonenumbers does.
+    rows, answers = fast_path(batch, "US")
+    assert rows == list(range(200 * 20, len(batch)))
+    assert answers == expected[200 * 20 :]
+
+    parsed: list[str] = []
+    parse = phonenumbers.parse
+
+    def counted_parse(text: str, region: str, *args: Any, **kwargs: Any) -> phonenumbers.PhoneNumber:
+        parsed.append(text)
+        return parse(text, region, *args, **kwargs)
+
+    monkeypatch.setattr(phonenumbers, "parse", counted_parse)
+    e164, _ = normalize_phones(batch, [""] * len(batch), "US")
+    assert e164 == expected
+    # phonenumbers parsed only the rows the fast path left: the 4,000 with area codes 0xx and 1xx.
+    assert parsed == batch[: 200 * 20]
 
 
 def test_phone_column_in_parallel_chunks_equals_one_call():
     """Over several chunks (worker processes on a multi-core machine) the answers and their order
     are those of one normalize_phones call over the whole column."""
     kinds = ["(202) 736-2291", "+44 20 7946 0958", "call me", "", "0049 30 901820", "[876] 555 0199", "n/a"]
-    raw = [f"{kinds[i % len(kinds)][:-2]}{i % 97:02d}" if kinds[i % len(kinds)][-2:].isdigit() else kinds[i % len(kinds)]
-           for i in range(2 * PHONE_CHUNK_ROWS + 123)]
+    raw = [
+        f"{kinds[i % len(kinds)][:-2]}{i % 97:02d}" if kinds[i % len(kinds)][-2:].isdigit() else kinds[i % len(kinds)]
+        for i in range(2 * PHONE_CHUNK_ROWS + 123)
+    ]
     countries = ["" if i % 5 else "Germany" for i in range(len(raw))]
     e164, reasons = normalize_phone_column(pd.Series(raw, dtype="str"), pd.Series(countries, dtype="str"), "US")
     expected = normalize_phones(raw, countries, "US")

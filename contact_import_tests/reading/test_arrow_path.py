@@ -20,9 +20,20 @@ FIXTURES = sorted((TESTS / "corpus").glob("*.csv")) + sorted((TESTS / "data" / "
 # Files the strict reader must read: not UTF-8, a NUL, a lone CR, a blank line, a ragged row, an
 # over-long field, a broken quote, or no data row. A change in this list is a change of behaviour.
 STRICT_ONLY = {
-    "blank_lines.csv", "cp1252_smart_quotes.csv", "cr_only.csv", "german_outlook.csv", "header_only.csv",
-    "huge_field.csv", "huge_row_width.csv", "mixed_newlines.csv", "nul_in_field.csv", "ragged_rows.csv",
-    "unterminated_quote.csv", "unterminated_quote_closed_later.csv", "utf16be_bom.csv", "utf16le_bom.csv",
+    "blank_lines.csv",
+    "cp1252_smart_quotes.csv",
+    "cr_only.csv",
+    "german_outlook.csv",
+    "header_only.csv",
+    "huge_field.csv",
+    "huge_row_width.csv",
+    "mixed_newlines.csv",
+    "nul_in_field.csv",
+    "ragged_rows.csv",
+    "unterminated_quote.csv",
+    "unterminated_quote_closed_later.csv",
+    "utf16be_bom.csv",
+    "utf16le_bom.csv",
 }
 
 
@@ -42,7 +53,10 @@ def assert_same(usual: CsvTable | str, strict: CsvTable | str) -> None:
         assert usual == strict
         return
     assert (usual.header, usual.encoding, usual.delimiter, usual.rejects) == (
-        strict.header, strict.encoding, strict.delimiter, strict.rejects,
+        strict.header,
+        strict.encoding,
+        strict.delimiter,
+        strict.rejects,
     )
     assert usual.rows.tolist() == strict.rows.tolist()
     assert usual.frame.equals(strict.frame)

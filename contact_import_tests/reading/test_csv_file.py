@@ -1,4 +1,4 @@
-"""csv_reading: bytes → CsvTable, with exact rows, row numbers and rejects for every awkward file."""
+"""reading.csv_file: bytes → CsvTable, with exact rows, row numbers and rejects for every awkward file."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import zipfile
 import numpy as np
 import pytest
 
+from contact_import_pipeline.errors import CsvFileError
 from contact_import_pipeline.model import Reject
 from contact_import_pipeline.reading.csv_file import CsvTable, read_csv_bytes
-from contact_import_pipeline.errors import CsvFileError
 from contact_import_pipeline.settings import Limits
 
 
@@ -260,18 +260,14 @@ def test_header_with_too_many_columns_is_refused() -> None:
 
 def test_data_row_with_too_many_fields_is_truncated_in_reject() -> None:
     table = read(b"a,b\n" + b",".join(b"v%d" % i for i in range(10)) + b"\n", Limits(max_columns=3))
-    assert table.rejects == [
-        Reject(2, "wrong_field_count", "expected 2 fields, found 10", ["v0", "v1", "v2", "v3"])
-    ]
+    assert table.rejects == [Reject(2, "wrong_field_count", "expected 2 fields, found 10", ["v0", "v1", "v2", "v3"])]
 
 
 def test_nul_in_field_rejects_that_row() -> None:
     table = read(b"name,phone\nA\x00B,1\nC,2\n")
     assert values(table) == [["C", "2"]]
     assert table.rows.tolist() == [3]
-    assert table.rejects == [
-        Reject(2, "nul_character", "field 1 contains a NUL character (byte 0)", ["A\x00B", "1"])
-    ]
+    assert table.rejects == [Reject(2, "nul_character", "field 1 contains a NUL character (byte 0)", ["A\x00B", "1"])]
 
 
 def test_many_rows_cross_chunk_boundaries() -> None:
@@ -286,6 +282,4 @@ def test_well_quoted_multi_line_row_with_wrong_count_is_one_reject() -> None:
     table = read(b'name,phone\n"two\nlines",1,extra\nB,2\n')
     assert values(table) == [["B", "2"]]
     assert table.rows.tolist() == [4]
-    assert table.rejects == [
-        Reject(2, "wrong_field_count", "expected 2 fields, found 3", ["two\nlines", "1", "extra"])
-    ]
+    assert table.rejects == [Reject(2, "wrong_field_count", "expected 2 fields, found 3", ["two\nlines", "1", "extra"])]

@@ -1,0 +1,152 @@
+"""What the ``contact-import`` command prints: plain functions from values to text or JSON shapes.
+
+Kept apart from the command's parsing and handlers so that each line and JSON shape can be tested
+without running a command, a run or a webserver.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from contact_import_pipeline.app.graphql import RunState
+from contact_import_pipeline.storage.ledger import LedgerEntry
+
+BAR_WIDTH = 30  # characters between the brackets of a progress bar
+SUMMARY_KEYS = (
+    "status",
+    "workspace_id",
+    "import_tag",
+    "total",
+    "imported",
+    "updated",
+    "skipped",
+    "failed",
+    "batches",
+    "errors",
+    "rejects_file",
+    "run_id",
+)
+
+
+def json_text(value: Any) -> str:
+    """One line of JSON; non-ASCII stays readable, dates and other values become text."""
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def bar(done: int, total: int) -> str:
+    """``[#####-----]``: the share of ``done`` in ``total`` (empty while the total is unknown)."""
+    filled = BAR_WIDTH * min(done, total) // total if total > 0 else 0
+    return f"[{'#' * filled}{'-' * (BAR_WIDTH - filled)}]"
+
+
+def summary_text(summary: Mapping[str, Any]) -> str:
+    """An import's summary (``runner.summary_of``) as the lines ``import`` and ``demo`` print."""
+
+    def reasons(counts: Mapping[str, int]) -> str:
+        return f" ({', '.join(f'{k} {v}' for k, v in counts.items())})" if counts else ""
+
+    lines = [
+        f"Imported {summary['file']} into workspace {summary['workspace_id']} with tag {summary['import_tag']}",
+        f"  total {summary['total']} | imported {summary['imported']} | updated {summary['updated']} | "
+        f"skipped {summary['skipped']}{reasons(summary['skipped_by_reason'])} | "
+        f"failed {summary['failed']}{reasons(summary['failed_by_reason'])} | batches {summary['batches']}",
+    ]
+    lines += [f"  row {e['row']}: {e['reason']}: {e['detail']}" for e in summary["errors"]]
+    if summary.get("rejects_file"):
+        lines.append(f"  rejects file: {summary['rejects_file']}")
+    lines.append(f"  run id: {summary['run_id']}")
+    return "\n".join(lines)
+
+
+def summary_json(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """``import --json``: the summary's fields a caller needs, not its internals (encoding, import id...)."""
+    return {key: summary.get(key) for key in SUMMARY_KEYS} | {
+        "skipped_by_reason": summary["skipped_by_reason"],
+        "failed_by_reason": summary["failed_by_reason"],
+        "timings": summary["timings"],
+    }
+
+
+def failure_json(message: str, run_id: str | None) -> dict[str, Any]:
+    """Any command's ``--json`` answer when it fails: the same shape as a failed import's summary."""
+    return {"status": "failed", "error": message, "run_id": run_id}
+
+
+def import_progress_line(stage: str, progress: Mapping[str, Any]) -> str:
+    """``import``'s live line: ``[#####-----] 2500/5000 rows processed | batch 5/10 | inserting``.
+
+    ``progress`` holds the run's progress fields (``defs.progress.read_progress``); until
+    deduplication has counted the rows there is only the stage.
+    """
+    total = progress.get("total", 0)
+    if not total:
+        return f"{bar(0, 0)} {stage}"
+    processed = progress.get("processed", 0)
+    return (
+        f"{bar(processed, total)} {processed}/{total} rows processed | "
+        f"batch {progress.get('current_batch', 0)}/{progress.get('total_batches', 0)} | {stage}"
+    )
+
+
+def progress_line(state: RunState) -> str:
+    """``status``'s line for a run that has not finished:
+    ``[#####-----] 2500/5000 processed | imported 2400 | skipped 60 | failed 40 | batch 5/10 | processing``."""
+    p = state.progress
+    total, processed = p.get("total"), p.get("processed", 0)
+    if not total:
+        return f"{bar(0, 0)} {p.get('status') or state.status.lower()} ({state.status})"
+    return (
+        f"{bar(processed, total)} {processed}/{total} processed | "
+        f"imported {p.get('imported', 0)} | skipped {p.get('skipped', 0)} | failed {p.get('failed', 0)} | "
+        f"batch {p.get('current_batch', 0)}/{p.get('total_batches', 0)} | {p.get('status', state.status.lower())}"
+    )
+
+
+def final_line(state: RunState, reason: str | None) -> str:
+    """``status``'s line for a finished run: its totals, or why it failed."""
+    if reason:
+        return f"run {state.run_id} failed: {reason}"
+    p = state.progress
+    return (
+        f"run {state.run_id} completed: {p.get('total', 0)} rows | imported {p.get('imported', 0)} | "
+        f"updated {p.get('updated', 0)} | skipped {p.get('skipped', 0)} | failed {p.get('failed', 0)} | "
+        f"batches {p.get('total_batches', 0)}"
+    )
+
+
+def status_json(state: RunState, run_url: str, reason: str | None) -> dict[str, Any]:
+    """``status --json``: the run's state (``--follow`` prints one per change)."""
+    return {
+        "run_id": state.run_id,
+        "run_status": state.status,
+        "run_url": run_url,
+        "progress": state.progress,
+        "error": reason,
+    }
+
+
+def import_status_line(e: LedgerEntry) -> str:
+    """``status``'s line for one import of the run, from its ledger entry."""
+    line = (
+        f"  {e.file} ({e.workspace_id}, {e.import_tag}): {e.status} {e.processed}/{e.total} | imported {e.imported} | "
+        f"updated {e.updated} | skipped {e.skipped} | failed {e.failed}"
+    )
+    return line + (f" | {e.error}" if e.error else "")
+
+
+def history_text(e: LedgerEntry) -> str:
+    """``imports``: one import of the workspace's history, on two lines (three with its error)."""
+    undone = f" | undone {e.undone_at} ({e.undone_count} deleted)" if e.undone_at else ""
+    error = f"\n  error: {e.error}" if e.error else ""
+    return (
+        f"{e.started_at or '-'}  {e.status:<11} {e.import_tag}  {e.file}\n"
+        f"  total {e.total} | imported {e.imported} | updated {e.updated} | skipped {e.skipped} | "
+        f"failed {e.failed} | ended {e.ended_at or '-'} | {e.origin} | run {e.run_id}{undone}{error}"
+    )
+
+
+def contact_line(row: Mapping[str, Any]) -> str:
+    """``contacts``: one contact (``ContactsStore.query_contacts`` row)."""
+    return f"{row['phone_number']:<16} {row['firstname']} {row['lastname']} <{row['email'] or ''}> {row['tags']}"
