@@ -74,3 +74,15 @@ class ImportProgress:
 
 
 ProgressCallback = Callable[[ImportProgress], None]
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """A likely mistake in how a file was read or imported, with its fix in words and the numbers behind it."""
+
+    code: str
+    message: str
+    numbers: dict[str, int | str]
+
+    def as_dict(self) -> dict[str, object]:
+        return {"code": self.code, "message": self.message, "numbers": dict(self.numbers)}

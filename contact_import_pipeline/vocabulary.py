@@ -128,3 +128,14 @@ class Reason(StrEnum):
 
 
 SKIP_REASONS: tuple[str, ...] = (Reason.DUPLICATE_IN_FILE, Reason.DUPLICATE_EXISTING)
+
+
+class DiagnosisCode(StrEnum):
+    """What a diagnosis found: stable codes for callers of ``--json`` and the asset checks."""
+
+    DEFAULT_REGION = "default_region"  # phones invalid in the default region are valid in another
+    PHONE_COLUMN = "phone_column"  # another column holds many more valid phones than the one used
+    DELIMITER = "delimiter"  # a column's header and values hold another delimiter: read with the wrong one
+    ENCODING = "encoding"  # cells hold UTF-8 read as Windows-1252 (mojibake such as "Ã©")
+    ALREADY_IMPORTED = "already_imported"  # nearly every row is already a contact of the workspace
+    MOSTLY_FAILED = "mostly_failed"  # nearly every row failed

@@ -99,6 +99,20 @@ def contact_import() -> None:
     default=None,
     help="existing phone: skip (default) or update empty fields",
 )
+@click.option(
+    "--map",
+    "mappings",
+    multiple=True,
+    metavar="FIELD=HEADER",
+    help="map a contact field to a header of the file, e.g. --map phone='Mobile' (repeatable; "
+    "fields: phone, country, full_name, firstname, lastname, email, ...)",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="read, map, normalize and deduplicate, then print what the import would do (mapping, sample contacts, "
+    "predicted counts, diagnoses) without writing anything",
+)
 @DATABASE_URL
 @_json_option("print one JSON object")
 @click.option(
@@ -112,11 +126,17 @@ def import_command(
     region: str,
     batch_size: int | None,
     on_duplicate: str | None,
+    mappings: tuple[str, ...],
+    dry_run: bool,
     database_url: str | None,
     as_json: bool,
     verbose: bool,
 ) -> int:
-    """Import a CSV file in this process (no daemon needed)."""
+    """Import a CSV file in this process (no daemon needed), or preview the import with --dry-run."""
+    try:
+        column_mapping = _column_mapping(mappings)
+    except OptionsError as exc:
+        return _fail(as_json, str(exc), EXIT_BAD_INPUT)
     request = ImportRequest(
         source=source,
         workspace_id=workspace,
@@ -125,6 +145,7 @@ def import_command(
         default_region=region,
         batch_size=batch_size,
         on_duplicate=on_duplicate or "",
+        column_mapping=column_mapping,
     )
     # Live progress is for a person at a terminal: a caller reading JSON, a log file or Dagster's
     # own events (--verbose, on the same stream) gets the output of the end only.
@@ -132,13 +153,26 @@ def import_command(
     try:
         validate_workspace_id(workspace)
         with _live_progress(live) as on_progress:
-            summary = run_import(request, database_url=database_url, verbose=verbose, on_progress=on_progress)
+            summary = run_import(
+                request, database_url=database_url, verbose=verbose, on_progress=on_progress, dry_run=dry_run
+            )
     except OptionsError as exc:
         return _fail(as_json, str(exc), EXIT_BAD_INPUT)
     except ImportFailed as exc:
         return _fail(as_json, str(exc), EXIT_BAD_INPUT if exc.user_error else EXIT_FAILED, exc.run_id)
     click.echo(render.json_text(render.summary_json(summary)) if as_json else render.summary_text(summary))
     return EXIT_OK
+
+
+def _column_mapping(mappings: tuple[str, ...]) -> dict[str, str]:
+    """``--map FIELD=HEADER`` options as the ``column_mapping`` option (quotes around the header are dropped)."""
+    out: dict[str, str] = {}
+    for item in mappings:
+        field, sep, header = item.partition("=")
+        if not sep or not field.strip() or not header.strip():
+            raise OptionsError(f"--map {item!r}: expected FIELD=HEADER, e.g. --map phone='Mobile Phone'")
+        out[field.strip()] = header.strip().strip("'\"")
+    return out
 
 
 @contextmanager

@@ -7,7 +7,7 @@ without running a command, a run or a webserver.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from contact_import_pipeline.app.graphql import RunState
@@ -15,9 +15,11 @@ from contact_import_pipeline.storage.ledger import LedgerEntry
 
 BAR_WIDTH = 30  # characters between the brackets of a progress bar
 SUMMARY_KEYS = (
+    "dry_run",
     "status",
     "workspace_id",
     "import_tag",
+    "file",
     "total",
     "imported",
     "updated",
@@ -26,8 +28,13 @@ SUMMARY_KEYS = (
     "batches",
     "errors",
     "rejects_file",
+    "encoding",
+    "delimiter",
+    "mapping",
+    "diagnoses",
     "run_id",
 )
+DIAGNOSIS_MARK = "  ! "  # starts each diagnosis line of the summary, status and history
 
 
 def json_text(value: Any) -> str:
@@ -41,32 +48,77 @@ def bar(done: int, total: int) -> str:
     return f"[{'#' * filled}{'-' * (BAR_WIDTH - filled)}]"
 
 
+def _reasons(counts: Mapping[str, int]) -> str:
+    return f" ({', '.join(f'{k} {v}' for k, v in counts.items())})" if counts else ""
+
+
+def diagnosis_lines(diagnoses: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One line per diagnosis: its message, which names the fix."""
+    return [f"{DIAGNOSIS_MARK}{d['message']} [{d['code']}]" for d in diagnoses]
+
+
 def summary_text(summary: Mapping[str, Any]) -> str:
     """An import's summary (``runner.summary_of``) as the lines ``import`` and ``demo`` print."""
-
-    def reasons(counts: Mapping[str, int]) -> str:
-        return f" ({', '.join(f'{k} {v}' for k, v in counts.items())})" if counts else ""
-
+    if summary.get("dry_run"):
+        return dry_run_text(summary)
     lines = [
         f"Imported {summary['file']} into workspace {summary['workspace_id']} with tag {summary['import_tag']}",
         f"  total {summary['total']} | imported {summary['imported']} | updated {summary['updated']} | "
-        f"skipped {summary['skipped']}{reasons(summary['skipped_by_reason'])} | "
-        f"failed {summary['failed']}{reasons(summary['failed_by_reason'])} | batches {summary['batches']}",
+        f"skipped {summary['skipped']}{_reasons(summary['skipped_by_reason'])} | "
+        f"failed {summary['failed']}{_reasons(summary['failed_by_reason'])} | batches {summary['batches']}",
     ]
     lines += [f"  row {e['row']}: {e['reason']}: {e['detail']}" for e in summary["errors"]]
     if summary.get("rejects_file"):
         lines.append(f"  rejects file: {summary['rejects_file']}")
+    lines += diagnosis_lines(summary.get("diagnoses") or [])
     lines.append(f"  run id: {summary['run_id']}")
     return "\n".join(lines)
 
 
+def dry_run_text(summary: Mapping[str, Any]) -> str:
+    """``import --dry-run``: how the file was read and mapped, sample contacts, the predicted counts and diagnoses."""
+    mapping = summary["mapping"]
+    phone = mapping["phone_column"]
+    lines = [
+        f"Dry run of {summary['file']} for workspace {summary['workspace_id']}: nothing was written",
+        f"  read as {summary['encoding']}, delimiter {summary['delimiter']!r}",
+        "  columns: " + ", ".join(f"{header!r} -> {field}" for header, field in mapping["fields"].items()),
+        "  unmapped: " + (", ".join(repr(h) for h in mapping["unmapped"]) or "none"),
+        f"  phone column: {phone['header']!r} ({phone['why']})",
+        f"  would import {summary['imported']} | update {summary['updated']} | skip {summary['skipped']}"
+        f"{_reasons(summary['skipped_by_reason'])} | fail {summary['failed']}{_reasons(summary['failed_by_reason'])} "
+        f"of {summary['total']} rows, in {summary['batches']} batches",
+    ]
+    lines += [f"  row {e['row']}: {e['reason']}: {e['detail']}" for e in summary["errors"]]
+    lines.append("  sample contacts:" if summary["sample_contacts"] else "  no contact would be imported")
+    lines += [f"    row {c['row']}: {sample_contact_text(c)}" for c in summary["sample_contacts"]]
+    lines += diagnosis_lines(summary["diagnoses"]) or ["  no diagnosis: the file looks as intended"]
+    lines.append(f"  run id: {summary['run_id']}")
+    return "\n".join(lines)
+
+
+def sample_contact_text(contact: Mapping[str, Any]) -> str:
+    """``+14155552671 Ada Lovelace <ada@example.com> city=Boston``: a contact a dry run would insert."""
+    named = {"row", "phone_number", "firstname", "lastname", "email"}
+    rest = " ".join(f"{k}={v}" for k, v in contact.items() if k not in named)
+    name = f"{contact.get('firstname', '')} {contact.get('lastname', '')}".strip()
+    email = f" <{contact['email']}>" if contact.get("email") else ""
+    return " ".join(part for part in (contact["phone_number"], name + email, rest) if part)
+
+
 def summary_json(summary: Mapping[str, Any]) -> dict[str, Any]:
-    """``import --json``: the summary's fields a caller needs, not its internals (encoding, import id...)."""
-    return {key: summary.get(key) for key in SUMMARY_KEYS} | {
-        "skipped_by_reason": summary["skipped_by_reason"],
-        "failed_by_reason": summary["failed_by_reason"],
-        "timings": summary["timings"],
-    }
+    """``import --json``: the summary's fields a caller needs, not its internals (import id...); a dry
+    run's also has its sample contacts."""
+    extra = {"sample_contacts": summary["sample_contacts"]} if summary.get("dry_run") else {}
+    return (
+        {key: summary.get(key) for key in SUMMARY_KEYS}
+        | {
+            "skipped_by_reason": summary["skipped_by_reason"],
+            "failed_by_reason": summary["failed_by_reason"],
+            "timings": summary["timings"],
+        }
+        | extra
+    )
 
 
 def failure_json(message: str, run_id: str | None) -> dict[str, Any]:
@@ -133,7 +185,8 @@ def import_status_line(e: LedgerEntry) -> str:
         f"  {e.file} ({e.workspace_id}, {e.import_tag}): {e.status} {e.processed}/{e.total} | imported {e.imported} | "
         f"updated {e.updated} | skipped {e.skipped} | failed {e.failed}"
     )
-    return line + (f" | {e.error}" if e.error else "")
+    line += f" | {e.error}" if e.error else ""
+    return "\n".join([line, *diagnosis_lines(e.details.get("diagnoses", []))])
 
 
 def history_text(e: LedgerEntry) -> str:
@@ -144,7 +197,7 @@ def history_text(e: LedgerEntry) -> str:
         f"{e.started_at or '-'}  {e.status:<11} {e.import_tag}  {e.file}\n"
         f"  total {e.total} | imported {e.imported} | updated {e.updated} | skipped {e.skipped} | "
         f"failed {e.failed} | ended {e.ended_at or '-'} | {e.origin} | run {e.run_id}{undone}{error}"
-    )
+    ) + "".join("\n" + line for line in diagnosis_lines(e.details.get("diagnoses", [])))
 
 
 def contact_line(row: Mapping[str, Any]) -> str:

@@ -228,8 +228,12 @@ def run_import(
     *,
     verbose: bool = False,
     on_progress: ProgressListener | None = None,
+    dry_run: bool = False,
 ) -> dict[str, Any]:
     """Import one file without a daemon and return its summary (from the ledger).
+
+    ``dry_run`` predicts the summary instead, writing nothing (in this process whatever the
+    file's size: it keeps nothing on disk), and adds the sample contacts and ``"dry_run": true``.
 
     Small files run every step in this process, which starts fastest and writes no step output.
     A local file over IN_PROCESS_MAX_BYTES runs the job's own multiprocess executor from here
@@ -241,8 +245,10 @@ def run_import(
     key, source = request.key_and_source()
     instance = instance or local_instance()
     database_url = database_url or default_database_url()
-    big = bool(source) and Path(source).is_file() and Path(source).stat().st_size > IN_PROCESS_MAX_BYTES
-    run_config = launch.run_config([request.file_entry(key, source)], in_process=not big, batch_size=request.batch_size)
+    big = not dry_run and bool(source) and Path(source).is_file() and Path(source).stat().st_size > IN_PROCESS_MAX_BYTES
+    run_config = launch.run_config(
+        [request.file_entry(key, source)], in_process=not big, batch_size=request.batch_size, dry_run=dry_run
+    )
     run_config["loggers"] = {"console": {"config": {"log_level": VERBOSE_LOG_LEVEL if verbose else QUIET_LOG_LEVEL}}}
     run_config.setdefault("resources", {})["contacts_db"] = {"config": {"url": database_url}}
     tags = launch.run_tags([key], Origin.CLI)
@@ -251,18 +257,21 @@ def run_import(
     try:
         run = _run_in_step_processes if big else _run_in_this_process
         with _stderr_discarded() if big and not verbose else nullcontext():
-            run_id, success, failure = run(run_config, tags, instance, on_progress)
+            run_id, success, failure, value = run(run_config, tags, instance, on_progress)
     finally:
         if saved is None:
             os.environ.pop(ALLOW_LOCAL_SOURCES_ENV, None)
         else:
             os.environ[ALLOW_LOCAL_SOURCES_ENV] = saved
     if not success:
-        entry = _entry_after_failure(database_url, run_id)
+        entry = None if dry_run else _entry_after_failure(database_url, run_id)
         if entry is not None and entry.status == ImportStatus.FAILED:
             raise ImportFailed(entry.error or "the import failed", run_id, user_error=True)
         message, user_error = failure
         raise ImportFailed(message, run_id, user_error)
+    if dry_run:
+        assert value is not None  # an in-process run that succeeded has the contacts asset's value
+        return preview_of(value["previews"][0], run_id)
     entries = Ledger(ContactsStore(database_url)).entries(root_run_id=run_id)
     if big:
         remove_run_outputs(instance, bucket_from_env(), [run_id])
@@ -300,9 +309,13 @@ def _entry_after_failure(database_url: str, run_id: str) -> LedgerEntry | None:
     return entries[0] if entries else None
 
 
+# (run id, success, (failure message, whether the user's), the contacts asset's value when kept in memory)
+RunOutcome = tuple[str, bool, tuple[str, bool], dict[str, Any] | None]
+
+
 def _run_in_this_process(
     run_config: dict[str, Any], tags: dict[str, str], instance: dg.DagsterInstance, on_progress: ProgressListener | None
-) -> tuple[str, bool, tuple[str, bool]]:
+) -> RunOutcome:
     from contact_import_pipeline.defs.definitions import defs
 
     run_id = str(uuid.uuid4())  # as Dagster makes them
@@ -310,24 +323,63 @@ def _run_in_this_process(
         result = defs.resolve_job_def(IMPORT_JOB_NAME).execute_in_process(
             run_config=run_config, instance=instance, tags=tags, run_id=run_id, raise_on_error=False
         )
-    return result.run_id, result.success, _failure(result)
+    value = result.output_for_node("contacts") if result.success else None
+    return result.run_id, result.success, _failure(result), value
 
 
 def _run_in_step_processes(
     run_config: dict[str, Any], tags: dict[str, str], instance: dg.DagsterInstance, on_progress: ProgressListener | None
-) -> tuple[str, bool, tuple[str, bool]]:
+) -> RunOutcome:
     job = dg.build_reconstructable_job("contact_import_pipeline.defs.definitions", IMPORT_JOB_NAME)
     call = {CLI_CALL_TAG: str(uuid.uuid4())}
     with (
         _watching(instance, dg.RunsFilter(tags=call), on_progress),
         dg.execute_job(job, instance=instance, run_config=run_config, tags=tags | call) as result,
     ):
-        return result.run_id, result.success, _failure(result)
+        return result.run_id, result.success, _failure(result), None
+
+
+def preview_of(line: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """A dry run's prediction for one import, in the shape ``summary_of`` gives an import, plus its samples."""
+    return {
+        "dry_run": True,
+        **{key: line.get(key) for key in SUMMARY_KEYS},
+        "rejects_file": None,
+        "cleanup": None,
+        "sample_contacts": line.get("sample_contacts", []),
+        "run_id": run_id,
+        "import_id": line["import_id"],
+    }
+
+
+# What a summary and a dry run's prediction share, in the order ``--json`` prints them.
+SUMMARY_KEYS = (
+    "status",
+    "workspace_id",
+    "import_tag",
+    "file",
+    "total",
+    "processed",
+    "imported",
+    "updated",
+    "skipped",
+    "failed",
+    "batches",
+    "skipped_by_reason",
+    "failed_by_reason",
+    "errors",
+    "encoding",
+    "delimiter",
+    "timings",
+    "mapping",
+    "diagnoses",
+)
 
 
 def summary_of(entry: LedgerEntry) -> dict[str, Any]:
     """An import's summary as the CLI prints it (``--json``), from its ledger entry."""
     return {
+        "dry_run": False,
         "status": entry.status,
         "workspace_id": entry.workspace_id,
         "import_tag": entry.import_tag,
@@ -347,6 +399,8 @@ def summary_of(entry: LedgerEntry) -> dict[str, Any]:
         "encoding": entry.details.get("encoding"),
         "delimiter": entry.details.get("delimiter"),
         "timings": entry.details.get("timings", {}),
+        "mapping": entry.details.get("mapping", {}),
+        "diagnoses": entry.details.get("diagnoses", []),
         "run_id": entry.run_id,
         "import_id": entry.import_id,
     }

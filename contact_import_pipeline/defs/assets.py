@@ -7,16 +7,16 @@ of them; a file that fails as a file drops out with its reason and the others go
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import dagster as dg
 
-from contact_import_pipeline.defs import progress
+from contact_import_pipeline.defs import checks, progress
 from contact_import_pipeline.defs.config import ImportRunConfig
 from contact_import_pipeline.defs.resources import BucketResource, ContactsDatabase
 from contact_import_pipeline.errors import ImportFileError, OptionsError
+from contact_import_pipeline.importing import diagnoses, preview, stages
 from contact_import_pipeline.importing import lifecycle as imports
-from contact_import_pipeline.importing import stages
 from contact_import_pipeline.importing.options import check_batch_size
 from contact_import_pipeline.model import ImportProgress
 from contact_import_pipeline.settings import CONTACTS_DB_POOL, FIRST_ERRORS, Limits, RunRetrySettings
@@ -116,7 +116,8 @@ def raw_csv(
         context.instance.add_run_tags(context.run.run_id, {MAX_RETRIES_TAG: "0"})
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
     store, ledger = _ledger(contacts_db)
-    store.create_schema()
+    if not config.dry_run:
+        store.create_schema()
     opened = imports.open_imports(
         config.files,
         run_id=context.run.run_id,
@@ -124,10 +125,10 @@ def raw_csv(
         run_started=_run_started(context),
         origin=_origin(dict(context.run.tags)),
         bucket=bucket.open(),
-        ledger=ledger,
+        ledger=None if config.dry_run else ledger,
         limits=Limits.from_env(),
     )
-    stage = stages.RunStage(_root(context), batch_size, opened)
+    stage = stages.RunStage(_root(context), batch_size, opened, config.dry_run)
     _identity_tags(context, stage)
     raws = stage.working()
     for item in raws[:LOGGED_FILES]:  # every log line is an event in Dagster's storage: a few say enough
@@ -156,11 +157,12 @@ def _log_failures(context: dg.AssetExecutionContext, stage: stages.RunStage) -> 
             context.log.warning(f"import of {item.key} failed: {item.error}")
 
 
-@dg.asset(group_name=GROUP, kinds={"python"})
+@dg.asset(group_name=GROUP, kinds={"python"}, check_specs=checks.specs("normalized_contacts"))
 def normalized_contacts(
     context: dg.AssetExecutionContext, raw_csv: stages.RunStage, contacts_db: ContactsDatabase
-) -> dg.Output:
-    """Headers mapped to contact fields and phones normalized to E.164; rows without one fail."""
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    """Headers mapped to contact fields and phones normalized to E.164; rows without one fail.
+    Its checks warn when the file looks misread (region, phone column, delimiter, encoding)."""
     _, ledger = _ledger(contacts_db)
     out: list = []
     for item in raw_csv.imports:
@@ -168,23 +170,35 @@ def normalized_contacts(
             out.append(item)
             continue
         try:
-            out.append(stages.normalize(item))
+            normalized = stages.normalize(item)
         except ImportFileError as exc:
+            # A wrong delimiter often hides the phone column: say so with the failure.
+            misread = diagnoses.delimiter(item.table.header, item.table.frame)
+            error = f"{exc} ({misread.message})" if misread else str(exc)
             out.append(
                 imports.fail(
-                    ledger, item.import_id, item.position, item.options.key, item.options.workspace_id, str(exc)
+                    None if raw_csv.dry_run else ledger,
+                    item.import_id,
+                    item.position,
+                    item.options.key,
+                    item.options.workspace_id,
+                    error,
                 )
             )
-            context.log.warning(f"import of {item.options.key} failed: {exc}")
+            context.log.warning(f"import of {item.options.key} failed: {error}")
+            continue
+        normalized.diagnoses = diagnoses.of_normalized(normalized)
+        out.append(normalized)
     stage = raw_csv.with_imports(out)
     working = stage.working()
-    return dg.Output(
+    yield dg.Output(
         stage,
         metadata={
             "valid_phones": sum(len(n.contacts) for n in working),
             "failed_rows": sum(len(n.rejects) for n in working),
         },
     )
+    yield from checks.results("normalized_contacts", [(n.options.key, n.diagnoses) for n in working], stage.dry_run)
 
 
 @dg.asset(group_name=GROUP, kinds={"python"})
@@ -195,6 +209,8 @@ def deduped_contacts(
     phones already in the workspace are skipped."""
     store, ledger = _ledger(contacts_db)
     working = normalized_contacts.working()
+    if normalized_contacts.dry_run:
+        return _deduped_dry_run(context, normalized_contacts, store)
     recorded = store.recorded_plans([n.import_id for n in working])
     planned: dict[str, frozenset[str]] = {}
     for item in working:  # phones this run's imports planned on an earlier attempt, per workspace
@@ -232,8 +248,24 @@ def deduped_contacts(
         )
         for d in deduped
     )
+    return _deduped_output(context, normalized_contacts, deduped, count)
+
+
+def _deduped_dry_run(context: dg.AssetExecutionContext, normalized: stages.RunStage, store: ContactsStore) -> dg.Output:
+    """Deduplicate as the import would, against the workspace's contacts, recording nothing."""
+    if store.has_contacts():
+        deduped = stages.dedupe(normalized.working(), store.existing_phones)
+    else:  # a database without contacts yet: nothing exists, and nothing is created to find out
+        deduped = stages.dedupe(normalized.working(), lambda workspace_id, phones: set())
+    count, _ = stages.batch_membership(deduped, normalized.batch_size)
+    return _deduped_output(context, normalized, deduped, count)
+
+
+def _deduped_output(
+    context: dg.AssetExecutionContext, normalized: stages.RunStage, deduped: list[stages.DedupedImport], count: int
+) -> dg.Output:
     by_id = {d.import_id: d for d in deduped}
-    stage = normalized_contacts.with_imports([by_id.get(item.import_id, item) for item in normalized_contacts.imports])
+    stage = normalized.with_imports([by_id.get(item.import_id, item) for item in normalized.imports])
     skipped = sum(d.skipped_before for d in deduped)
     failed = sum(d.failed_before for d in deduped)
     progress.report(
@@ -271,7 +303,9 @@ def _first_errors(items: list) -> list[dict[str, object]]:
 
 @dg.op(out=dg.DynamicOut(stages.Batch))
 def plan_batches(deduped: stages.RunStage) -> Iterator[dg.DynamicOutput]:
-    """Split the run's new contacts into batches, one insert step each."""
+    """Split the run's new contacts into batches, one insert step each (none in a dry run)."""
+    if deduped.dry_run:
+        return
     for batch in stages.plan_batches(deduped.working(), deduped.batch_size, deduped.run_key):
         yield dg.DynamicOutput(batch, mapping_key=f"batch_{batch.index:05d}")
 
@@ -327,7 +361,13 @@ def insert_batch(
     return _insert(context, contacts_db.store(), batch)
 
 
+CONTACTS_CHECKS = checks.specs("contacts")
+# The summarize op's outputs: the asset's value, then one per check of ``contacts`` (graph-asset names).
+CHECK_OUTPUTS = [spec.get_python_identifier() for spec in CONTACTS_CHECKS]
+
+
 @dg.op(
+    out={"result": dg.Out(), **{name: dg.Out() for name in CHECK_OUTPUTS}},
     retry_policy=dg.RetryPolicy(max_retries=4, delay=1.0, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS),
 )
 def summarize(
@@ -336,11 +376,19 @@ def summarize(
     results: list[stages.BatchResult],
     contacts_db: ContactsDatabase,
     bucket: BucketResource,
-) -> dg.Output:
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
     """Apply the later-phase updates, total each import from what the database recorded, write its
-    rejects file, clean up its source and record its outcome in the ledger."""
+    rejects file, clean up its source and record its outcome in the ledger (a dry run predicts the
+    totals and writes nothing)."""
     store, ledger = _ledger(contacts_db)
     working = deduped.working()
+    if deduped.dry_run:
+        summaries = _predicted(deduped, store)
+        lines = [_settled_line(item) for item in deduped.imports if isinstance(item, stages.SettledImport)]
+        lines += [_preview_line(summary, item) for summary, item in summaries]
+        value = _run_value(sorted(lines, key=lambda line: line["position"]), count=0) | {"dry_run": True}
+        yield from _finish(context, value, [(s.file, s.diagnoses) for s, _ in summaries])
+        return
     later = stages.later_batches(working, deduped.batch_size, deduped.run_key)
     results = list(results) + [_insert(context, store, batch) for batch in later]
     _, members = stages.batch_membership(working, deduped.batch_size)
@@ -355,7 +403,8 @@ def summarize(
         except stages.AccountingError as exc:
             broken.append(str(exc))
     if broken:  # nothing completes: a re-execution plans every import of the run again, same batches
-        return _fail(context, _run_value(_entries(ledger, deduped), count=len(results)), "; ".join(broken), retry=True)
+        value = _run_value(_entry_lines(ledger, deduped), count=len(results))
+        _fail(context, value, "; ".join(broken), retry=True)
     uploads = bucket.open()
     ledger.complete(imports.in_threads(lambda pair: imports.result_of(*pair, uploads), summaries))
     entries = _entries(ledger, deduped)
@@ -366,11 +415,31 @@ def summarize(
         if e.status == ImportStatus.COMPLETED and e.cleanup is None and e.import_id in options
     ]
     imports.clean_up_completed(pending, uploads, ledger, context.log.warning)
-    entries = _entries(ledger, deduped)
-    value = _run_value(entries, count=len(results))
-    if entries and all(e.status == ImportStatus.FAILED for e in entries):
-        reasons = entries[0].error or "" if len(entries) == 1 else "; ".join(f"{e.file}: {e.error}" for e in entries)
-        return _fail(context, value, reasons, retry=False)
+    value = _run_value(_entry_lines(ledger, deduped), count=len(results))
+    yield from _finish(context, value, [(s.file, s.diagnoses) for s, _ in summaries])
+
+
+def _predicted(deduped: stages.RunStage, store: ContactsStore) -> list[tuple[stages.Summary, stages.DedupedImport]]:
+    """Each working import's summary as its import would record it (a dry run)."""
+    working = deduped.working()
+    lookup: stages.Lookup = store.existing_phones if store.has_contacts() else lambda workspace_id, phones: set()
+    outcomes = preview.predicted_outcomes(working, deduped.batch_size, deduped.run_key, lookup)
+    _, members = stages.batch_membership(working, deduped.batch_size)
+    return [(stages.summarize(item, members[item.import_id], outcomes[item.import_id], 0.0), item) for item in working]
+
+
+def _finish(
+    context: dg.OpExecutionContext, value: dict, diagnosed: list[tuple[str, list]]
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    """End the run: fail it if every file failed, else report it completed, with the checks of ``contacts``."""
+    lines = value["files"]
+    if lines and all(line["status"] == ImportStatus.FAILED for line in lines):
+        reasons = (
+            lines[0]["error"] or ""
+            if len(lines) == 1
+            else "; ".join(f"{line['file']}: {line['error']}" for line in lines)
+        )
+        _fail(context, value, reasons, retry=False)
     progress.report(
         context.instance,
         context.run.run_id,
@@ -380,7 +449,8 @@ def summarize(
         total_batches=value["batches"],
         errors=value["errors"],
     )
-    return dg.Output(value, metadata=_metadata(value, entries))
+    yield dg.Output(value, "result", metadata=_metadata(value))
+    yield from checks.results("contacts", diagnosed, bool(value.get("dry_run")))
 
 
 def _entries(ledger: Ledger, stage: stages.RunStage) -> list[LedgerEntry]:
@@ -388,7 +458,41 @@ def _entries(ledger: Ledger, stage: stages.RunStage) -> list[LedgerEntry]:
     return sorted(ledger.entries(import_ids=[item.import_id for item in stage.imports]), key=lambda e: e.position)
 
 
-def _fail(context: dg.OpExecutionContext, value: dict, reason: str, retry: bool) -> dg.Output:
+def _entry_lines(ledger: Ledger, stage: stages.RunStage) -> list[dict[str, Any]]:
+    return [e.to_dict() for e in _entries(ledger, stage)]
+
+
+def _settled_line(item: stages.SettledImport) -> dict[str, Any]:
+    """A file that failed as a file, in a dry run (which records nothing in the ledger)."""
+    counts = dict.fromkeys(("total", "imported", "updated", "skipped", "failed"), 0)
+    return {
+        "import_id": item.import_id,
+        "position": item.position,
+        "file": item.key,
+        "workspace_id": item.workspace_id,
+        "import_tag": "",
+        "status": str(item.status),
+        "error": item.error,
+        "rejects_file": None,
+        "skipped_by_reason": {},
+        "failed_by_reason": {},
+        "errors": [],
+        **counts,
+    }
+
+
+def _preview_line(summary: stages.Summary, item: stages.DedupedImport) -> dict[str, Any]:
+    """What an import would record, and the sample contacts it would insert (a dry run)."""
+    return summary.as_dict() | {
+        "import_id": summary.import_id,
+        "position": item.position,
+        "error": None,
+        "rejects_file": None,
+        "sample_contacts": preview.sample_contacts(item),
+    }
+
+
+def _fail(context: dg.OpExecutionContext, value: dict, reason: str, retry: bool) -> NoReturn:
     """Fail the run with ``reason``. Without ``retry`` (every file failed as a file) the automatic
     run retries leave it alone: the same files would fail the same way."""
     tags = {MAX_RETRIES_TAG: "0"} if not retry else {}
@@ -403,23 +507,24 @@ def _counts(value: dict) -> dict[str, int]:
     return {k: value[k] for k in ("total", "processed", "imported", "updated", "skipped", "failed")}
 
 
-def _run_value(entries: list[LedgerEntry], count: int) -> dict:
-    """The ``contacts`` asset's value: the run's totals and one line per import."""
-    completed = [e for e in entries if e.status == ImportStatus.COMPLETED]
+def _run_value(lines: list[dict[str, Any]], count: int) -> dict:
+    """The ``contacts`` asset's value: the run's totals and one line per import (from the ledger, or
+    predicted in a dry run, where ``previews`` holds each import's whole prediction)."""
+    completed = [line for line in lines if line["status"] == ImportStatus.COMPLETED]
     skipped_by: dict[str, int] = {}
     failed_by: dict[str, int] = {}
-    for e in completed:
-        for reason, n in e.skipped_by_reason.items():
+    for line in completed:
+        for reason, n in line["skipped_by_reason"].items():
             skipped_by[reason] = skipped_by.get(reason, 0) + n
-        for reason, n in e.failed_by_reason.items():
+        for reason, n in line["failed_by_reason"].items():
             failed_by[reason] = failed_by.get(reason, 0) + n
     totals = {
-        name: sum(getattr(e, name) for e in completed) for name in ("total", "imported", "updated", "skipped", "failed")
+        name: sum(line[name] for line in completed) for name in ("total", "imported", "updated", "skipped", "failed")
     }
     errors: list[dict[str, object]] = []
-    for e in completed:
-        errors += [dict(err, file=e.file) if len(entries) > 1 else err for err in e.errors]
-    return {
+    for line in completed:
+        errors += [dict(err, file=line["file"]) if len(lines) > 1 else err for err in line["errors"]]
+    value = {
         "status": str(ImportStatus.COMPLETED if completed else ImportStatus.FAILED),
         **totals,
         "processed": sum(totals[k] for k in ("imported", "updated", "skipped", "failed")),
@@ -427,28 +532,31 @@ def _run_value(entries: list[LedgerEntry], count: int) -> dict:
         "skipped_by_reason": skipped_by,
         "failed_by_reason": failed_by,
         "errors": errors[:FIRST_ERRORS],
-        "imports": len(entries),
+        "imports": len(lines),
         "completed_imports": len(completed),
-        "failed_imports": sum(1 for e in entries if e.status == ImportStatus.FAILED),
-        "files": [_import_line(e) for e in entries],
+        "failed_imports": sum(1 for line in lines if line["status"] == ImportStatus.FAILED),
+        "files": [{key: line.get(key) for key in IMPORT_LINE_KEYS} for line in lines],
     }
+    if any("sample_contacts" in line for line in lines):
+        value["previews"] = lines
+    return value
 
 
-def _import_line(e: LedgerEntry) -> dict[str, object]:
-    return {
-        "import_id": e.import_id,
-        "file": e.file,
-        "workspace_id": e.workspace_id,
-        "import_tag": e.import_tag,
-        "status": e.status,
-        "total": e.total,
-        "imported": e.imported,
-        "updated": e.updated,
-        "skipped": e.skipped,
-        "failed": e.failed,
-        "rejects_file": e.rejects_file,
-        "error": e.error,
-    }
+# What the asset's value says of each import.
+IMPORT_LINE_KEYS = (
+    "import_id",
+    "file",
+    "workspace_id",
+    "import_tag",
+    "status",
+    "total",
+    "imported",
+    "updated",
+    "skipped",
+    "failed",
+    "rejects_file",
+    "error",
+)
 
 
 # The imports table in the UI: its column, and the key of the import's line it shows.
@@ -472,7 +580,7 @@ IMPORTS_TABLE = dg.TableSchema(
 )
 
 
-def _metadata(value: dict, entries: list[LedgerEntry]) -> dict[str, Any]:
+def _metadata(value: dict) -> dict[str, Any]:
     lines = [
         f"**{value['imported']}** imported, **{value['updated']}** updated, **{value['skipped']}** skipped "
         f"(duplicates), **{value['failed']}** failed of **{value['total']}** rows in {value['batches']} batches, "
@@ -481,13 +589,13 @@ def _metadata(value: dict, entries: list[LedgerEntry]) -> dict[str, Any]:
     if value["errors"]:
         lines += ["", "| file | row | reason | detail |", "|---|---|---|---|"]
         lines += [
-            f"| {e.get('file', entries[0].file if entries else '')} | {e['row']} | {e['reason']} | {str(e['detail']).replace('|', '/')} |"
+            f"| {e.get('file', value['files'][0]['file'] if value['files'] else '')} | {e['row']} | {e['reason']} | {str(e['detail']).replace('|', '/')} |"
             for e in value["errors"]
         ]
     meta: dict[str, Any] = {
         key: dg.MetadataValue.json(item) if isinstance(item, (dict, list)) else item
         for key, item in value.items()
-        if item is not None and key != "files"
+        if item is not None and key not in ("files", "previews")
     }
     meta["imports_table"] = dg.MetadataValue.table(
         records=[
@@ -503,8 +611,10 @@ def _metadata(value: dict, entries: list[LedgerEntry]) -> dict[str, Any]:
     return meta
 
 
-@dg.graph_asset(group_name=GROUP, kinds={"postgres", "sqlite"})
+@dg.graph_asset(group_name=GROUP, kinds={"postgres", "sqlite"}, check_specs=CONTACTS_CHECKS)
 def contacts(deduped_contacts: stages.RunStage) -> dict:
-    """Contacts inserted in batches (at most 5 at once), then counted per import from what the database recorded."""
+    """Contacts inserted in batches (at most 5 at once), then counted per import from what the database recorded.
+    Its checks warn when a file was nearly all imported before, or nearly all failed."""
     results = plan_batches(deduped_contacts).map(insert_batch).collect()
-    return summarize(deduped_contacts, results)
+    outputs = summarize(deduped_contacts, results)
+    return {name: getattr(outputs, name) for name in ("result", *CHECK_OUTPUTS)}

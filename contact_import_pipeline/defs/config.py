@@ -80,3 +80,9 @@ class ImportRunConfig(dg.Config):
         description=f"Contacts per insert batch; each batch is one transaction and one step. A batch may hold rows "
         f"of several files. Default: {DEFAULT_BATCH_SIZE}.",
     )
+    dry_run: bool = Field(
+        default=False,
+        description="Read, map, normalize and deduplicate (against the workspace's contacts too) and predict each "
+        "import's counts, mapping and diagnoses, writing nothing: no contact, ledger entry, rejects file or cleanup. "
+        "Default: false.",
+    )

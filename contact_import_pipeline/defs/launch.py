@@ -15,7 +15,7 @@ from contact_import_pipeline.vocabulary import FILES_TAG, ORIGIN_TAG, file_tag, 
 
 
 def run_config(
-    files: Sequence[Mapping[str, Any]], *, in_process: bool, batch_size: int | None = None
+    files: Sequence[Mapping[str, Any]], *, in_process: bool, batch_size: int | None = None, dry_run: bool = False
 ) -> dict[str, Any]:
     """Run config for ``import_job``: ``files`` are ``FileImport`` fields (key, version, options...).
 
@@ -24,6 +24,8 @@ def run_config(
     config: dict[str, Any] = {"files": [{k: v for k, v in f.items() if v not in (None, "", {})} for f in files]}
     if batch_size is not None:
         config["batch_size"] = batch_size
+    if dry_run:
+        config["dry_run"] = True
     out: dict[str, Any] = {
         "ops": {"raw_csv": {"config": config}},
         "execution": {"config": {"in_process": in_process}},

@@ -27,7 +27,7 @@ from contact_import_pipeline.settings import IO_THREADS, Limits
 from contact_import_pipeline.storage.bucket import ContactBucket
 from contact_import_pipeline.storage.ledger import ImportClaim, ImportResult, Ledger
 from contact_import_pipeline.storage.sources import read_source, source_name
-from contact_import_pipeline.vocabulary import Cleanup, ImportStatus
+from contact_import_pipeline.vocabulary import Cleanup, ImportStatus, default_import_tag
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -118,12 +118,32 @@ def open_imports(
     run_started: datetime,
     origin: str,
     bucket: ContactBucket,
-    ledger: Ledger,
+    ledger: Ledger | None,
     limits: Limits,
 ) -> list[RawImport | SettledImport]:
-    """Claim every file of the run in the ledger and read those that still need work, in upload order."""
+    """Claim every file of the run in the ledger and read those that still need work, in upload order.
+
+    Without a ledger (a dry run) nothing is claimed or recorded: every file is read afresh.
+    """
     identified = _identify(files, root_run_id)
     opened = in_threads(lambda item: _resolve(item, files[item.position], bucket, run_started), identified)
+    if ledger is None:
+        return _read_all(
+            [
+                (o, replace(o.options, import_tag=o.options.import_tag or default_import_tag(o.options.tag_time)))
+                for o in opened
+                if o.options is not None
+            ],
+            [
+                SettledImport(o.import_id, o.position, o.key, _workspace_of(o.key), ImportStatus.FAILED, o.error)
+                for o in opened
+                if o.options is None
+            ],
+            bucket,
+            None,
+            limits,
+            planned_before=set(),
+        )
     claims = [
         ImportClaim(
             import_id=o.import_id,
@@ -157,6 +177,20 @@ def open_imports(
             )
         else:
             to_read.append((item, replace(item.options, import_tag=entry.import_tag)))
+    settled = [item for item in out if item is not None]
+    return _read_all(to_read, settled, bucket, ledger, limits, planned_before)
+
+
+def _read_all(
+    to_read: list[tuple[_Opened, ResolvedOptions]],
+    settled: list[RawImport | SettledImport],
+    bucket: ContactBucket,
+    ledger: Ledger | None,
+    limits: Limits,
+    planned_before: set[str],
+) -> list[RawImport | SettledImport]:
+    """Read the files that need work and return them with the ``settled`` ones, in upload order."""
+    out: list[RawImport | SettledImport] = list(settled)
     if len(to_read) == 1:  # one (possibly large) file: its bytes are dropped as soon as they are decoded
         item, options = to_read[0]
         loads: list[Callable[[], bytes]] = [
@@ -166,9 +200,8 @@ def open_imports(
         fetched = in_threads(lambda pair: _fetch(pair[1], bucket, limits), to_read)
         loads = [functools.partial(_bytes_or_raise, data) for data in fetched]
     for (item, options), load in zip(to_read, loads, strict=True):
-        read = _read(item, options, load, ledger, limits, interrupt=item.import_id in planned_before)
-        out[item.position] = read
-    return [item for item in out if item is not None]
+        out.append(_read(item, options, load, ledger, limits, interrupt=item.import_id in planned_before))
+    return sorted(out, key=lambda item: item.position)
 
 
 class ImportInterrupted(RuntimeError):
@@ -192,7 +225,12 @@ def _bytes_or_raise(data: bytes | Exception) -> bytes:
 
 
 def _read(
-    item: _Opened, options: ResolvedOptions, load: Callable[[], bytes], ledger: Ledger, limits: Limits, interrupt: bool
+    item: _Opened,
+    options: ResolvedOptions,
+    load: Callable[[], bytes],
+    ledger: Ledger | None,
+    limits: Limits,
+    interrupt: bool,
 ) -> RawImport | SettledImport:
     started = time.perf_counter()
     name = source_name(options.source, options.key)
@@ -212,9 +250,12 @@ def _read(
     )
 
 
-def fail(ledger: Ledger, import_id: str, position: int, key: str, workspace_id: str, error: str) -> SettledImport:
-    """Record a file-level failure and return the import as settled."""
-    ledger.fail(import_id, error)
+def fail(
+    ledger: Ledger | None, import_id: str, position: int, key: str, workspace_id: str, error: str
+) -> SettledImport:
+    """Record a file-level failure (unless a dry run, without a ledger) and return the import as settled."""
+    if ledger is not None:
+        ledger.fail(import_id, error)
     return SettledImport(import_id, position, key, workspace_id, ImportStatus.FAILED, error)
 
 
@@ -245,6 +286,8 @@ def result_of(summary: Summary, deduped: DedupedImport, bucket: ContactBucket) -
             "delimiter": summary.delimiter,
             "batches": summary.batches,
             "timings": {k: round(v, 3) for k, v in summary.timings.items()},
+            "mapping": summary.mapping,
+            "diagnoses": [d.as_dict() for d in summary.diagnoses],
         },
     )
 

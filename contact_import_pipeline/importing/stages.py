@@ -19,11 +19,12 @@ import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
 
+from contact_import_pipeline.importing import diagnoses
 from contact_import_pipeline.importing.options import ResolvedOptions
 from contact_import_pipeline.importing.rejects import RejectTable
 from contact_import_pipeline.mapping.columns import ColumnPlan, apply_plan, plan_columns
 from contact_import_pipeline.mapping.phones import normalize_phone_column
-from contact_import_pipeline.model import BATCH_COLUMNS, CONTACT_FIELDS, BatchImport, BatchOutcome, Reject
+from contact_import_pipeline.model import BATCH_COLUMNS, CONTACT_FIELDS, BatchImport, BatchOutcome, Diagnosis, Reject
 from contact_import_pipeline.reading.csv_file import CsvTable, text_column
 from contact_import_pipeline.settings import FIRST_ERRORS
 from contact_import_pipeline.vocabulary import ImportStatus, OnDuplicate, Reason
@@ -75,6 +76,7 @@ class NormalizedImport:
     encoding: str
     delimiter: str
     timings: dict[str, float] = field(default_factory=dict)
+    diagnoses: list[Diagnosis] = field(default_factory=list)  # set by the normalizing asset (``diagnoses``)
 
 
 @dataclass
@@ -99,6 +101,7 @@ class DedupedImport:
     encoding: str
     delimiter: str
     timings: dict[str, float] = field(default_factory=dict)
+    diagnoses: list[Diagnosis] = field(default_factory=list)
 
     @functools.cached_property
     def skipped_before(self) -> int:
@@ -132,12 +135,13 @@ class RunStage:
     run_key: str  # the root run id: names the run's batches and their locks
     batch_size: int
     imports: list
+    dry_run: bool = False  # predict, write nothing
 
     def working(self) -> list:
         return [item for item in self.imports if not isinstance(item, SettledImport)]
 
     def with_imports(self, imports: list) -> RunStage:
-        return RunStage(self.run_key, self.batch_size, imports)
+        return RunStage(self.run_key, self.batch_size, imports, self.dry_run)
 
 
 @dataclass(frozen=True)
@@ -340,6 +344,7 @@ def _dedupe_one(
         encoding=item.encoding,
         delimiter=item.delimiter,
         timings=dict(item.timings),
+        diagnoses=list(item.diagnoses),
     )
 
 
@@ -518,6 +523,8 @@ class Summary:
     encoding: str
     delimiter: str
     timings: dict[str, float]
+    mapping: dict[str, object] = field(default_factory=dict)  # how the headers were understood
+    diagnoses: list[Diagnosis] = field(default_factory=list)
 
     @property
     def processed(self) -> int:
@@ -537,7 +544,7 @@ class Summary:
     def as_dict(self) -> dict[str, object]:
         """Everything but the rejected rows themselves."""
         return {
-            "status": self.status,
+            "status": str(self.status),
             "workspace_id": self.workspace_id,
             "import_tag": self.import_tag,
             "file": self.file,
@@ -549,6 +556,8 @@ class Summary:
             "encoding": self.encoding,
             "delimiter": self.delimiter,
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
+            "mapping": self.mapping,
+            "diagnoses": [d.as_dict() for d in self.diagnoses],
         }
 
 
@@ -614,6 +623,11 @@ def summarize(
         encoding=deduped.encoding,
         delimiter=deduped.delimiter,
         timings=dict(deduped.timings, inserts=insert_seconds),
+        mapping=diagnoses.column_mapping(deduped.header, deduped.plan, deduped.options.column_mapping),
+        diagnoses=[
+            *deduped.diagnoses,
+            *diagnoses.of_outcome(deduped.total, skipped_by, failed_by, deduped.options.workspace_id),
+        ],
     )
 
 

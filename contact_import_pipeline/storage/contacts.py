@@ -60,6 +60,14 @@ class ContactsStore:
     def dispose(self) -> None:
         self.engine.dispose()
 
+    def has_contacts(self) -> bool:
+        """Whether the contacts table exists, without creating anything (not even a SQLite file)."""
+        sa_url = sa.engine.make_url(self.url)
+        on_disk = not self.is_postgres and sa_url.database and sa_url.database != ":memory:"
+        if on_disk and not Path(str(sa_url.database)).exists():
+            return False
+        return sa.inspect(self.engine).has_table(contacts.name)
+
     def create_schema(self) -> None:
         """Create the tables and the unique index if they are missing."""
         with self.engine.begin() as conn:

@@ -10,7 +10,18 @@ from contact_import_pipeline.app import render
 from contact_import_pipeline.app.graphql import RunState
 
 RUN_ID = "0f0e0d0c-0000-4000-8000-000000000002"
+MAPPING: dict[str, Any] = {
+    "fields": {"First Name": "firstname", "Mobile": "phone"},
+    "phone_column": {"header": "Mobile", "why": "its header is a phone header", "fallbacks": []},
+    "unmapped": ["Notes"],
+}
+DIAGNOSIS = {
+    "code": "default_region",
+    "message": "8 of 9 invalid phones are valid GB numbers: set default_region=GB (--region GB) and import the file again",
+    "numbers": {"invalid_phones": 9, "valid_in_region": 8, "region": "GB", "default_region": "US"},
+}
 SUMMARY: dict[str, Any] = {
+    "dry_run": False,
     "status": "completed",
     "workspace_id": "acme",
     "import_tag": "fair",
@@ -33,6 +44,8 @@ SUMMARY: dict[str, Any] = {
     "encoding": "utf-8",
     "delimiter": ",",
     "timings": {"read": 0.1},
+    "mapping": MAPPING,
+    "diagnoses": [],
     "run_id": RUN_ID,
     "import_id": f"{RUN_ID}:acme/imports/people.csv",
 }
@@ -72,9 +85,11 @@ def test_summary_text_lists_counts_reasons_errors_and_rejects() -> None:
 
 def test_summary_json_leaves_out_the_internals() -> None:
     assert render.summary_json(SUMMARY) == {
+        "dry_run": False,
         "status": "completed",
         "workspace_id": "acme",
         "import_tag": "fair",
+        "file": "acme/imports/people.csv",
         "total": 10,
         "imported": 7,
         "updated": 0,
@@ -83,6 +98,10 @@ def test_summary_json_leaves_out_the_internals() -> None:
         "batches": 1,
         "errors": SUMMARY["errors"],
         "rejects_file": "rejects/people.csv",
+        "encoding": "utf-8",
+        "delimiter": ",",
+        "mapping": MAPPING,
+        "diagnoses": [],
         "run_id": RUN_ID,
         "skipped_by_reason": {"duplicate_in_file": 1},
         "failed_by_reason": {"invalid_phone": 1, "missing_phone": 1},
@@ -91,6 +110,47 @@ def test_summary_json_leaves_out_the_internals() -> None:
     assert render.json_text(render.failure_json("café.csv: no phone column", None)) == (
         '{"status": "failed", "error": "café.csv: no phone column", "run_id": null}'
     )
+
+
+def test_diagnoses_follow_the_summary_with_their_code() -> None:
+    lines = render.summary_text(SUMMARY | {"diagnoses": [DIAGNOSIS]}).splitlines()
+    assert lines[-2:] == [f"  ! {DIAGNOSIS['message']} [default_region]", f"  run id: {RUN_ID}"]
+
+
+def test_dry_run_text_shows_reading_mapping_samples_predictions_and_diagnoses() -> None:
+    dry = SUMMARY | {
+        "dry_run": True,
+        "rejects_file": None,
+        "diagnoses": [DIAGNOSIS],
+        "sample_contacts": [
+            {"row": 2, "firstname": "Ada", "lastname": "Lovelace", "email": "ada@example.com",
+             "city": "London", "phone_number": "+14155552671"},
+            {"row": 3, "phone_number": "+14155552672"},
+        ],
+    }  # fmt: skip
+    assert render.summary_text(dry).splitlines() == [
+        "Dry run of acme/imports/people.csv for workspace acme: nothing was written",
+        "  read as utf-8, delimiter ','",
+        "  columns: 'First Name' -> firstname, 'Mobile' -> phone",
+        "  unmapped: 'Notes'",
+        "  phone column: 'Mobile' (its header is a phone header)",
+        "  would import 7 | update 0 | skip 1 (duplicate_in_file 1) | fail 2 (invalid_phone 1, missing_phone 1) "
+        "of 10 rows, in 1 batches",
+        "  row 9: missing_phone: no phone",
+        "  row 10: invalid_phone: '12345' is not a phone number",
+        "  sample contacts:",
+        "    row 2: +14155552671 Ada Lovelace <ada@example.com> city=London",
+        "    row 3: +14155552672",
+        f"  ! {DIAGNOSIS['message']} [default_region]",
+        f"  run id: {RUN_ID}",
+    ]
+    assert render.summary_json(dry)["sample_contacts"] == dry["sample_contacts"]
+    quiet = dry | {"sample_contacts": [], "diagnoses": []}
+    assert render.summary_text(quiet).splitlines()[-3:] == [
+        "  no contact would be imported",
+        "  no diagnosis: the file looks as intended",
+        f"  run id: {RUN_ID}",
+    ]
 
 
 @pytest.mark.parametrize(
