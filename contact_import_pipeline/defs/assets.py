@@ -30,6 +30,7 @@ from contact_import_pipeline.vocabulary import (
     SENSOR_NAME_TAG,
     ImportStatus,
     Origin,
+    Reason,
     RunStatus,
     file_tag,
     workspace_tag,
@@ -173,7 +174,8 @@ def normalized_contacts(
             normalized = stages.normalize(item)
         except ImportFileError as exc:
             # A wrong delimiter often hides the phone column: say so with the failure.
-            misread = diagnoses.delimiter(item.table.header, item.table.frame)
+            ragged = sum(1 for reject in item.table.rejects if reject.reason == Reason.WRONG_FIELD_COUNT)
+            misread = diagnoses.delimiter(item.table.header, item.table.frame, ragged)
             error = f"{exc} ({misread.message})" if misread else str(exc)
             out.append(
                 imports.fail(

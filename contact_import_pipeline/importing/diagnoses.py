@@ -55,7 +55,7 @@ def of_normalized(item: NormalizedImport) -> list[Diagnosis]:
         for found in (
             default_region(item),
             phone_column(item),
-            delimiter(item.header, item.raw),
+            delimiter(item.header, item.raw, item.rejects.counts(skipped=False).get(Reason.WRONG_FIELD_COUNT, 0)),
             encoding(item.raw),
         )
         if found is not None
@@ -172,22 +172,36 @@ def phone_column(item: NormalizedImport) -> Diagnosis | None:
     )  # fmt: skip
 
 
-def delimiter(header: Sequence[str], raw: pd.DataFrame) -> Diagnosis | None:
-    """A column whose header and most values hold another delimiter: the file was split with the wrong one."""
+def delimiter(header: Sequence[str], raw: pd.DataFrame, ragged_rows: int = 0) -> Diagnosis | None:
+    """A header holding another delimiter, with most of its column's values holding it too or most
+    rows of the wrong width (``ragged_rows``): the file was split with the wrong delimiter."""
     sample = raw.head(SAMPLE_ROWS)
+    rows = len(raw) + ragged_rows
     for position, name in enumerate(header):
         for mark, word in OTHER_DELIMITERS.items():
-            if mark not in name or str(position) not in sample:
+            if mark not in name:
                 continue
-            values = sample[str(position)].fillna("").astype(str)
-            holding = int(values.str.contains(mark, regex=False).sum())
-            if holding >= MIN_ROWS and holding >= DELIMITER_SHARE * len(values):
+            values = sample[str(position)].fillna("").astype(str) if str(position) in sample else pd.Series([])
+            holding = int(values.str.contains(mark, regex=False).sum()) if len(values) else 0
+            by_values = holding >= MIN_ROWS and holding >= DELIMITER_SHARE * len(values)
+            by_width = ragged_rows >= MIN_ROWS and ragged_rows >= DELIMITER_SHARE * rows
+            if by_values or by_width:
+                evidence = (
+                    f"{holding} of its first {len(values)} values hold it"
+                    if by_values
+                    else f"{ragged_rows} of {rows} rows have the wrong number of fields"
+                )
                 return Diagnosis(
                     DiagnosisCode.DELIMITER,
-                    f"column {name!r} and {holding} of its first {len(values)} values hold the {word} "
-                    f"delimiter: the file looks {word}-separated; save it with one delimiter throughout "
-                    "(quoting cells that contain it) and import it again",
-                    {"column": name, "delimiter": mark, "rows_checked": len(values), "rows_with_delimiter": holding},
+                    f"header {name!r} holds the {word} delimiter and {evidence}: the file looks {word}-separated; "
+                    "save it with one delimiter throughout (quoting cells that contain it) and import it again",
+                    {
+                        "column": name,
+                        "delimiter": mark,
+                        "rows_checked": len(values),
+                        "rows_with_delimiter": holding,
+                        "ragged_rows": ragged_rows,
+                    },
                 )
     return None
 

@@ -226,3 +226,31 @@ def test_diagnoses_are_warning_asset_checks_of_the_run(database_url: str, tmp_pa
 
 def _csv(rows: list[list[str]]) -> bytes:
     return csv_bytes(HEADER, rows)
+
+
+CRAFTED = {
+    "delimiter": "Name, Last;Phone, mobile\n" + "".join(f"Smith, John {i};+1 212 555 {1000 + i}\n" for i in range(20)),
+    "encoding": "First Name,Last Name,Phone\n" + "".join(f"JosÃ© {i},MÃ¼ller,{person(i)[3]}\n" for i in range(10)),
+    "phone_column": "Name,Phone,Cell Number Private\n"
+    + "".join(f"P {i},{'' if i > 2 else person(50 + i)[3]},{person(i)[3]}\n" for i in range(30)),
+}
+
+
+# Each crafted file's diagnoses: the one it was made for, and what its rows then do.
+DIAGNOSED = {
+    "delimiter": ["delimiter", "mostly_failed"],
+    "encoding": ["encoding"],
+    "phone_column": ["phone_column", "mostly_failed"],
+}
+
+
+@pytest.mark.parametrize("code", sorted(CRAFTED))
+def test_crafted_misread_files_are_diagnosed_alike_by_the_dry_run_and_the_import(
+    code: str, database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / f"{code}.csv"
+    source.write_text(CRAFTED[code], encoding="utf-8")
+    options = ("--map", "phone=Phone") if code == "phone_column" else ()
+    dry, real = dry_then_real(source, database_url, capsys, *options)
+    assert {k: dry[k] for k in COMPARED} == {k: real[k] for k in COMPARED}
+    assert [d["code"] for d in real["diagnoses"]] == DIAGNOSED[code]

@@ -88,11 +88,28 @@ def test_a_semicolon_file_read_as_one_column_is_named() -> None:
     found = diagnoses.delimiter(["Name;Phone;Note"], pd.DataFrame({"0": lines}, dtype="str"))
     assert found is not None and found.as_dict() == {
         "code": "delimiter",
-        "message": "column 'Name;Phone;Note' and 20 of its first 20 values hold the semicolon delimiter: the file "
-        "looks semicolon-separated; save it with one delimiter throughout (quoting cells that contain it) "
+        "message": "header 'Name;Phone;Note' holds the semicolon delimiter and 20 of its first 20 values hold it: "
+        "the file looks semicolon-separated; save it with one delimiter throughout (quoting cells that contain it) "
         "and import it again",
-        "numbers": {"column": "Name;Phone;Note", "delimiter": ";", "rows_checked": 20, "rows_with_delimiter": 20},
+        "numbers": {
+            "column": "Name;Phone;Note",
+            "delimiter": ";",
+            "rows_checked": 20,
+            "rows_with_delimiter": 20,
+            "ragged_rows": 0,
+        },
     }
+
+
+def test_a_semicolon_file_the_reader_splits_at_commas_is_named() -> None:
+    """Commas in the header and in every row make the reader take ','; the rows then have the wrong width."""
+    text = "Name, Last;Phone, mobile\n" + "".join(f"Smith, John {i};+1 212 555 {1000 + i}\n" for i in range(20))
+    item = normalized(text.encode())
+    found = diagnoses.of_normalized(item)
+    assert [(d.code, d.numbers["ragged_rows"]) for d in found] == [("delimiter", 20)]
+    assert found[0].message.startswith(
+        "header 'Last;Phone' holds the semicolon delimiter and 20 of 20 rows have the wrong number of fields"
+    )
 
 
 def test_tab_and_pipe_in_one_column_are_named_but_a_comma_in_a_header_is_not() -> None:
