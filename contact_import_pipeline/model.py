@@ -25,6 +25,10 @@ CONTACT_FIELDS: tuple[str, ...] = (
 )
 # Columns a batch row carries, in this order: the contact fields, then the E.164 phone.
 BATCH_COLUMNS: tuple[str, ...] = (*CONTACT_FIELDS, "phone_number")
+# The batch column beside them: the other valid numbers of the row's phone cell (E.164 joined by
+# ","; '' when none), stored as the contact's ``metadata.other_phones`` list. Batches that never
+# carry such numbers (ones built by hand) may leave the column out.
+OTHER_PHONES = "other_phones"
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ SUMMARY_KEYS = (
     "delimiter",
     "mapping",
     "diagnoses",
+    "multi_phone_rows",
     "run_id",
 )
 DIAGNOSIS_MARK = "  ! "  # starts each diagnosis line of the summary, status and history
@@ -70,9 +71,19 @@ def summary_text(summary: Mapping[str, Any]) -> str:
     lines += [f"  row {e['row']}: {e['reason']}: {e['detail']}" for e in summary["errors"]]
     if summary.get("rejects_file"):
         lines.append(f"  rejects file: {summary['rejects_file']}")
+    lines += multi_phone_lines(summary)
     lines += diagnosis_lines(summary.get("diagnoses") or [])
     lines.append(f"  run id: {summary['run_id']}")
     return "\n".join(lines)
+
+
+def multi_phone_lines(summary: Mapping[str, Any]) -> list[str]:
+    """What became of cells listing several phones, when there were any."""
+    count = summary.get("multi_phone_rows") or 0
+    if not count:
+        return []
+    return [f"  {count} rows listed several phones: the first valid one is the phone, the others are kept in "
+            "metadata.other_phones"]  # fmt: skip
 
 
 def dry_run_text(summary: Mapping[str, Any]) -> str:
@@ -90,6 +101,7 @@ def dry_run_text(summary: Mapping[str, Any]) -> str:
         f"of {summary['total']} rows, in {summary['batches']} batches",
     ]
     lines += [f"  row {e['row']}: {e['reason']}: {e['detail']}" for e in summary["errors"]]
+    lines += multi_phone_lines(summary)
     lines.append("  sample contacts:" if summary["sample_contacts"] else "  no contact would be imported")
     lines += [f"    row {c['row']}: {sample_contact_text(c)}" for c in summary["sample_contacts"]]
     lines += diagnosis_lines(summary["diagnoses"]) or ["  no diagnosis: the file looks as intended"]

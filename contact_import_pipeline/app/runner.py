@@ -373,6 +373,7 @@ SUMMARY_KEYS = (
     "timings",
     "mapping",
     "diagnoses",
+    "multi_phone_rows",
 )
 
 
@@ -401,6 +402,7 @@ def summary_of(entry: LedgerEntry) -> dict[str, Any]:
         "timings": entry.details.get("timings", {}),
         "mapping": entry.details.get("mapping", {}),
         "diagnoses": entry.details.get("diagnoses", []),
+        "multi_phone_rows": entry.details.get("multi_phone_rows", 0),
         "run_id": entry.run_id,
         "import_id": entry.import_id,
     }

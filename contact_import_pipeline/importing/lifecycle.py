@@ -288,6 +288,7 @@ def result_of(summary: Summary, deduped: DedupedImport, bucket: ContactBucket) -
             "timings": {k: round(v, 3) for k, v in summary.timings.items()},
             "mapping": summary.mapping,
             "diagnoses": [d.as_dict() for d in summary.diagnoses],
+            "multi_phone_rows": summary.multi_phone_rows,
         },
     )
 

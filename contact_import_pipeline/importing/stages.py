@@ -24,7 +24,15 @@ from contact_import_pipeline.importing.options import ResolvedOptions
 from contact_import_pipeline.importing.rejects import RejectTable
 from contact_import_pipeline.mapping.columns import ColumnPlan, apply_plan, plan_columns
 from contact_import_pipeline.mapping.phones import normalize_phone_column
-from contact_import_pipeline.model import BATCH_COLUMNS, CONTACT_FIELDS, BatchImport, BatchOutcome, Diagnosis, Reject
+from contact_import_pipeline.model import (
+    BATCH_COLUMNS,
+    CONTACT_FIELDS,
+    OTHER_PHONES,
+    BatchImport,
+    BatchOutcome,
+    Diagnosis,
+    Reject,
+)
 from contact_import_pipeline.reading.csv_file import CsvTable, text_column
 from contact_import_pipeline.settings import FIRST_ERRORS
 from contact_import_pipeline.vocabulary import ImportStatus, OnDuplicate, Reason
@@ -70,11 +78,13 @@ class NormalizedImport:
     plan: ColumnPlan
     raw: pd.DataFrame  # the reader's frame, kept so later rejects can carry original values
     raw_rows: np.ndarray  # line number of each row of ``raw`` (ascending)
-    contacts: pd.DataFrame  # CONTACT_FIELDS + phone_number + phone_raw + row, valid phones only
+    # CONTACT_FIELDS + phone_number + other_phones + phone_raw + row, valid phones only
+    contacts: pd.DataFrame
     rejects: RejectTable
     total: int
     encoding: str
     delimiter: str
+    multi_phone_rows: int  # rows whose phone is the first valid number of a cell listing several
     timings: dict[str, float] = field(default_factory=dict)
     diagnoses: list[Diagnosis] = field(default_factory=list)  # set by the normalizing asset (``diagnoses``)
 
@@ -100,6 +110,7 @@ class DedupedImport:
     total: int
     encoding: str
     delimiter: str
+    multi_phone_rows: int  # as normalized (before duplicates are set aside)
     timings: dict[str, float] = field(default_factory=dict)
     diagnoses: list[Diagnosis] = field(default_factory=list)
 
@@ -148,7 +159,7 @@ class RunStage:
 class Batch:
     """One insert batch: a transaction and, in the first phase, a Dagster step.
 
-    The rows travel as a small Arrow-backed frame (BATCH_COLUMNS + row + import), not as Python
+    The rows travel as a small Arrow-backed frame (BATCH_COLUMNS + other_phones + row + import), not as
     tuples: a million contacts as tuples of str objects would cost gigabytes while planning, and
     the insert streams the frame to the database as CSV without building them. ``import`` is the
     position of the row's import in ``imports``; a batch may hold rows of several imports.
@@ -183,12 +194,16 @@ def insert_wall_seconds(results: Sequence[BatchResult]) -> float:
     return max(r.finished_at for r in results) - min(r.started_at for r in results)
 
 
-def _phones(mapped: pd.DataFrame, default_region: str) -> tuple[pd.Series, np.ndarray]:
-    """E.164 (Arrow text, '' when none) and reason (object array, None when valid) per row."""
-    e164, why = normalize_phone_column(mapped["phone_raw"], mapped["country_raw"], default_region)
+def _phones(mapped: pd.DataFrame, default_region: str) -> tuple[pd.Series, pd.Series, np.ndarray, int]:
+    """Per row: E.164 (Arrow text, '' when none), the other valid phones of its cell (E.164 joined by
+    ",", '' when none) and the reason (object array, None when valid); and how many rows took their
+    phone from a cell listing several."""
+    e164, why, others = normalize_phone_column(mapped["phone_raw"], mapped["country_raw"], default_region)
     phones = text_column([pc.fill_null(chunk, "") for chunk in e164])
     phones.index = mapped.index
-    return phones, why
+    other = pd.Series("", index=mapped.index, dtype="str")
+    other.iloc[list(others)] = [",".join(numbers) for numbers in others.values()]
+    return phones, other, why, len(others)
 
 
 def normalize(raw: RawImport) -> NormalizedImport:
@@ -197,7 +212,7 @@ def normalize(raw: RawImport) -> NormalizedImport:
     options, table = raw.options, raw.table
     plan = plan_columns(table.header, options.column_mapping, raw.source)
     mapped = apply_plan(table.frame, plan)
-    mapped["phone_number"], reasons = _phones(mapped, options.default_region)
+    mapped["phone_number"], mapped[OTHER_PHONES], reasons, multi_phone_rows = _phones(mapped, options.default_region)
     mapped["row"] = table.rows
     rejects = [RejectTable.from_rejects(table.rejects)]
     for reason in (Reason.MISSING_PHONE, Reason.INVALID_PHONE):
@@ -209,7 +224,8 @@ def normalize(raw: RawImport) -> NormalizedImport:
         )
         rejects.append(RejectTable.from_raw(table.frame, positions, table.rows[positions], reason, detail))
     good = pd.isna(reasons) | (reasons == None)  # noqa: E711 - elementwise test of an object array
-    contacts = mapped.loc[good, [*CONTACT_FIELDS, "phone_number", "phone_raw", "row"]].reset_index(drop=True)
+    contacts = mapped.loc[good, [*CONTACT_FIELDS, "phone_number", OTHER_PHONES, "phone_raw", "row"]]
+    contacts = contacts.reset_index(drop=True)
     return NormalizedImport(
         import_id=raw.import_id,
         position=raw.position,
@@ -224,6 +240,7 @@ def normalize(raw: RawImport) -> NormalizedImport:
         total=len(table.frame) + len(table.rejects),
         encoding=table.encoding,
         delimiter=table.delimiter,
+        multi_phone_rows=multi_phone_rows,
         timings=dict(raw.timings, phones=time.perf_counter() - started),
     )
 
@@ -343,6 +360,7 @@ def _dedupe_one(
         total=item.total,
         encoding=item.encoding,
         delimiter=item.delimiter,
+        multi_phone_rows=item.multi_phone_rows,
         timings=dict(item.timings),
         diagnoses=list(item.diagnoses),
     )
@@ -438,7 +456,7 @@ def plan_batches(deduped: Sequence[DedupedImport], batch_size: int, run_key: str
     first = _batches(deduped, batch_size, run_key, later=False)
     if not first:
         total, skipped, failed = _progress_base(deduped)
-        empty = pd.DataFrame({c: pd.Series([], dtype="str") for c in BATCH_COLUMNS}).assign(
+        empty = pd.DataFrame({c: pd.Series([], dtype="str") for c in (*BATCH_COLUMNS, OTHER_PHONES)}).assign(
             row=pd.Series([], dtype="int64"), **{"import": pd.Series([], dtype="int64")}
         )
         first.append(Batch(run_key, 0, 1, False, (), empty, total, skipped, failed))
@@ -476,7 +494,7 @@ def _batches(deduped: Sequence[DedupedImport], batch_size: int, run_key: str, la
                 local = {position: n for n, position in enumerate(members)}
                 frame = pd.concat(
                     [
-                        frames[i].iloc[start:stop][[*BATCH_COLUMNS, "row"]].assign(**{"import": local[i]})
+                        frames[i].iloc[start:stop][[*BATCH_COLUMNS, OTHER_PHONES, "row"]].assign(**{"import": local[i]})
                         for i, start, stop in pieces
                     ],
                     ignore_index=True,
@@ -525,6 +543,7 @@ class Summary:
     timings: dict[str, float]
     mapping: dict[str, object] = field(default_factory=dict)  # how the headers were understood
     diagnoses: list[Diagnosis] = field(default_factory=list)
+    multi_phone_rows: int = 0  # rows whose phone cell listed several numbers (the others in metadata.other_phones)
 
     @property
     def processed(self) -> int:
@@ -558,6 +577,7 @@ class Summary:
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
             "mapping": self.mapping,
             "diagnoses": [d.as_dict() for d in self.diagnoses],
+            "multi_phone_rows": self.multi_phone_rows,
         }
 
 
@@ -628,6 +648,7 @@ def summarize(
             *deduped.diagnoses,
             *diagnoses.of_outcome(deduped.total, skipped_by, failed_by, deduped.options.workspace_id),
         ],
+        multi_phone_rows=deduped.multi_phone_rows,
     )
 
 

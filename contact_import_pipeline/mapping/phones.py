@@ -4,6 +4,9 @@
 Two exact shortcuts keep its answers while calling it far less often: values are de-duplicated
 per (text, region) before parsing, and the common NANP shape takes the shortcut in ``nanp.py``.
 A big column is normalized in chunks on every core.
+
+A cell that is no valid number but lists several ("(415) 555-2671 / (415) 555-2672") gives its
+first valid one, and keeps the others for the contact's metadata.
 """
 
 from __future__ import annotations
@@ -31,6 +34,16 @@ _NULL_TOKENS = frozenset({"", "null", "n/a", "na", "none", "-", "nan", "nil", "#
 
 # Excel turns long digit strings into "1.20255501E+10": digits are lost, so never guess.
 _SCIENTIFIC = re.compile(r"[+-]?\d+(?:[.,]\d+)?[eE][+-]?\d+")
+
+# Separators between the numbers of one cell, strongest first: a part that is no valid number is
+# split again at the next kind, so a slash inside a number ("030/901820 / 030/901821") survives.
+_SEPARATORS = (
+    re.compile(r"\s*(?:[;,|\r\n]|\bor\b)\s*", re.IGNORECASE | re.ASCII),
+    re.compile(r"\s+/\s*|\s*/\s+"),
+    re.compile(r"/"),
+)
+# Whether a cell may hold several numbers (RE2, for pyarrow): finds every cell the separators split.
+_SEVERAL = r"(?i)[;,|\r\n/]|\bor\b"
 
 # A phone column is normalized this many rows at a time, so the Python objects made along the way
 # stay bounded (a million at once cost ~600 MB that the allocator keeps after they are freed), and
@@ -181,6 +194,39 @@ def normalize_phone(raw: str, region: str) -> str | None:
     return None if text is None else _e164(text, region)
 
 
+def _numbers_in(text: str, region: str, level: int = 0) -> list[str]:
+    """E.164 of each valid number of a cell listing several, in cell order (repeats kept)."""
+    found = []
+    for part in _SEPARATORS[level].split(text):
+        prepared = _prepare(part)
+        number = None if prepared is None else _e164(prepared, region)
+        if number is not None:
+            found.append(number)
+        elif prepared is not None and level + 1 < len(_SEPARATORS):
+            found.extend(_numbers_in(prepared, region, level + 1))
+    return found
+
+
+def _several_numbers(
+    prepared: pa.Array, regions: np.ndarray, failed: np.ndarray, result: np.ndarray
+) -> dict[int, list[str]]:
+    """Give each failed row whose cell lists several numbers its first valid one (in ``result``).
+
+    Returns row → the cell's other valid numbers (E.164, cell order, without repeats) for those
+    rows. Only failed rows holding a separator are split, so other files pay nothing.
+    """
+    rows = np.flatnonzero(failed)
+    rows = rows[pc.match_substring_regex(prepared.take(rows), _SEVERAL).to_numpy(zero_copy_only=False)]
+    pairs = list(zip(prepared.take(rows).to_pylist(), regions[rows], strict=True))
+    cache = {pair: list(dict.fromkeys(_numbers_in(*pair))) for pair in dict.fromkeys(pairs)}
+    others = {}
+    for row, pair in zip(rows.tolist(), pairs, strict=True):
+        if numbers := cache[pair]:
+            result[row] = numbers[0]
+            others[row] = numbers[1:]
+    return others
+
+
 def _regions(countries: Sequence[str], default_region: str) -> np.ndarray:
     """Region per row: the row's country when recognised, else the default region."""
     column = pd.Series(countries, dtype=object).fillna("")
@@ -202,10 +248,12 @@ def _prepare_all(raw: Sequence[str]) -> tuple[pa.Array, np.ndarray]:
 
 def normalize_phones(
     raw: Sequence[str], countries: Sequence[str], default_region: str
-) -> tuple[list[str | None], list[str | None]]:
-    """E.164 and reason per row (None | 'missing_phone' | 'invalid_phone').
+) -> tuple[list[str | None], list[str | None], dict[int, list[str]]]:
+    """E.164 and reason per row (None | 'missing_phone' | 'invalid_phone'), and the other numbers
+    of the rows whose phone came from a cell listing several (row → E.164 list, maybe empty).
 
-    National numbers use the row's country (name or ISO code), else `default_region`.
+    National numbers use the row's country (name or ISO code), else `default_region`. A cell is
+    split only when it is not one valid number, so a single number gets phonenumbers' answer.
     """
     if len(countries) != len(raw):
         raise ValueError("raw and countries must have the same length")
@@ -220,12 +268,14 @@ def normalize_phones(
         cache = {pair: _e164(*pair) for pair in dict.fromkeys(pairs)}
         result[slow] = [cache[pair] for pair in pairs]
 
-    invalid = np.array([r is None for r in result], dtype=bool)
+    invalid = np.array([r is None for r in result], dtype=bool) & ~missing
+    others = _several_numbers(prepared, regions, invalid, result)
+    invalid[list(others)] = False
     reasons = [
         Reason.MISSING_PHONE.value if m else Reason.INVALID_PHONE.value if i else None
         for m, i in zip(missing, invalid, strict=True)
     ]
-    return result.tolist(), reasons
+    return result.tolist(), reasons, others
 
 
 # The columns a forked chunk worker reads (inherited through fork, never pickled); the lock keeps
@@ -234,22 +284,24 @@ _COLUMNS: tuple[pd.Series, pd.Series, str] | None = None
 _COLUMNS_LOCK = threading.Lock()
 
 
-def _normalize_chunk(start: int) -> tuple[pa.Array, list[str | None]]:
+def _normalize_chunk(start: int) -> tuple[pa.Array, list[str | None], dict[int, list[str]]]:
     assert _COLUMNS is not None  # set by normalize_phone_column before any chunk runs
     raw, countries, default_region = _COLUMNS
     chunk = slice(start, start + PHONE_CHUNK_ROWS)
-    e164, reasons = normalize_phones(raw.iloc[chunk].tolist(), countries.iloc[chunk].tolist(), default_region)
-    return pa.array(e164, type=pa.large_string()), reasons  # Arrow: returned as buffers, not 100k objects
+    e164, reasons, others = normalize_phones(raw.iloc[chunk].tolist(), countries.iloc[chunk].tolist(), default_region)
+    # Arrow: returned as buffers, not 100k objects
+    return pa.array(e164, type=pa.large_string()), reasons, {start + row: o for row, o in others.items()}
 
 
 def normalize_phone_column(
     raw: pd.Series, countries: pd.Series, default_region: str
-) -> tuple[list[pa.Array], np.ndarray]:
+) -> tuple[list[pa.Array], np.ndarray, dict[int, list[str]]]:
     """``normalize_phones`` over whole columns, in chunks, on every core.
 
     phonenumbers is pure Python, so one process uses one core; the chunks go to forked workers
     that start with the columns and phonenumbers' metadata already in memory.
-    Returns E.164 (Arrow chunks, null when none) and the reason per row (object array).
+    Returns E.164 (Arrow chunks, null when none), the reason per row (object array), and the other
+    numbers of the rows whose phone came from a cell listing several (row position → E.164 list).
     """
     global _COLUMNS
     starts = range(0, len(raw), PHONE_CHUNK_ROWS)
@@ -264,5 +316,5 @@ def normalize_phone_column(
                     done = list(pool.map(_normalize_chunk, starts))
         finally:
             _COLUMNS = None
-    reasons = np.array([reason for _, part in done for reason in part], dtype=object)
-    return [e164 for e164, _ in done], reasons
+    reasons = np.array([reason for _, part, _ in done for reason in part], dtype=object)
+    return [e164 for e164, _, _ in done], reasons, {row: o for _, _, others in done for row, o in others.items()}

@@ -5,7 +5,8 @@ added it meanwhile) a savepoint rolls that back and the batch goes through a tem
 one ordered ``INSERT … ON CONFLICT`` that reports the rows that did not land. SQLite: one
 transaction holding the write lock looks up the existing phones and inserts the rest.
 With ``update`` an existing contact is merged instead of skipped: its empty fields are filled from
-the row, a non-empty value is never overwritten, and the import tag is appended.
+the row, a non-empty value is never overwritten, and the import tag is appended. A row's other phones
+(``OTHER_PHONES``) go into the created contact's metadata, and into a merged one's when it has none.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import sqlalchemy as sa
 
-from contact_import_pipeline.model import BATCH_COLUMNS, CONTACT_FIELDS, BatchImport
+from contact_import_pipeline.model import BATCH_COLUMNS, CONTACT_FIELDS, OTHER_PHONES, BatchImport
 from contact_import_pipeline.storage.schema import contacts
 
 # PostgreSQL accepts 65,535 bind parameters per statement and SQLite 32,766; lookups stay below both.
@@ -50,6 +51,11 @@ _PG_ON_CONFLICT = {
         f"DO UPDATE SET {_PG_FILL}, "
         "tags = CASE WHEN COALESCE(contacts.tags, '[]'::jsonb) @> EXCLUDED.tags THEN contacts.tags "
         "ELSE COALESCE(contacts.tags, '[]'::jsonb) || EXCLUDED.tags END, "
+        "metadata = CASE WHEN contacts.metadata -> 'other_phones' IS NULL "
+        "AND EXCLUDED.metadata -> 'other_phones' IS NOT NULL "
+        "THEN COALESCE(contacts.metadata, '{}'::jsonb) "
+        "|| jsonb_build_object('other_phones', EXCLUDED.metadata -> 'other_phones') "
+        "ELSE contacts.metadata END, "
         "updated_at = now() "
         "RETURNING workspace_id, phone_number, (xmax = 0) AS inserted"
     ),
@@ -63,11 +69,31 @@ def _arrow_batch(imports: Sequence[BatchImport], batch: pd.DataFrame) -> pa.Tabl
     per_import = {
         "workspace_id": [share.workspace_id for share in imports],
         "tags": [json.dumps([share.import_tag]) for share in imports],
-        "metadata": [json.dumps(share.metadata) for share in imports],
     }
     for name, values in per_import.items():
         table = table.append_column(name, pc.take(pa.array(values, type=pa.string()), position))
-    return table
+    return table.append_column("metadata", _row_metadata(imports, position, batch.get(OTHER_PHONES)))
+
+
+def _row_metadata(imports: Sequence[BatchImport], position: pa.ChunkedArray, other: pd.Series | None) -> pa.Array:
+    """Each row's metadata JSON: its import's, with ``other_phones`` added where the row has some.
+
+    Built in Arrow: the import's JSON object is reopened and the list appended (E.164 numbers need
+    no escaping).
+    """
+    metadata = pc.take(pa.array([json.dumps(share.metadata) for share in imports], type=pa.string()), position)
+    if other is None:
+        return metadata
+    phones = pa.array(other, type=pa.string())
+    opened = [json.dumps(share.metadata)[:-1] + (", " if share.metadata else "") for share in imports]
+    listed = pc.binary_join_element_wise(
+        pc.take(pa.array(opened, type=pa.string()), position),
+        '"other_phones": ["',
+        pc.replace_substring(phones, ",", '", "'),
+        '"]}',
+        "",
+    )
+    return pc.if_else(pc.equal(phones, ""), metadata, listed)
 
 
 def pg_insert(
@@ -156,7 +182,7 @@ def sqlite_insert(
     The transaction holds SQLite's write lock (BEGIN IMMEDIATE), so the lookups cannot go stale.
     Returns the rows not inserted: merged (``update``) or skipped because their phone exists.
     """
-    frame = batch[[*BATCH_COLUMNS, "row", "import"]]
+    frame = batch.assign(**{OTHER_PHONES: batch.get(OTHER_PHONES, "")})
     not_inserted: list[NotInserted] = []
     new_rows: list[dict[str, Any]] = []
     merged: list[dict[str, Any]] = []
@@ -175,8 +201,9 @@ def sqlite_insert(
                     )
                 ).scalars()
             )
-        for record, line in zip(records, rows["row"], strict=True):
+        for record, line, other in zip(records, rows["row"], rows[OTHER_PHONES], strict=True):
             values = dict(zip(BATCH_COLUMNS, record, strict=True))
+            other_phones = {"other_phones": other.split(",")} if other else {}
             if record[phone_at] not in existing:
                 new_rows.append(
                     {
@@ -184,7 +211,7 @@ def sqlite_insert(
                         "workspace_id": share.workspace_id,
                         **values,
                         "tags": [share.import_tag],
-                        "metadata": share.metadata,
+                        "metadata": share.metadata | other_phones,
                     }
                 )
                 continue
@@ -194,6 +221,7 @@ def sqlite_insert(
                     {
                         "b_workspace": share.workspace_id,
                         "b_tag": share.import_tag,
+                        "b_other_phones": json.dumps(other_phones["other_phones"]) if other_phones else None,
                         **{f"b_{c}": v for c, v in values.items()},
                     }
                 )
@@ -219,6 +247,16 @@ def _sqlite_tags_with(tag: sa.BindParameter[str]) -> sa.ColumnElement[Any]:
     return sa.case((present, contacts.c.tags), else_=sa.type_coerce(appended, sa.JSON))
 
 
+def _sqlite_other_phones(given: sa.BindParameter[str]) -> sa.ColumnElement[Any]:
+    """``metadata`` with the row's other phones (a JSON list, or NULL) added unless it has some already."""
+    current = contacts.c.metadata
+    present = sa.func.json_extract(current, "$.other_phones").is_not(None)
+    added = sa.func.json_set(
+        sa.func.coalesce(current, sa.literal_column("'{}'")), "$.other_phones", sa.func.json(given)
+    )
+    return sa.case((sa.or_(given.is_(None), present), current), else_=sa.type_coerce(added, sa.JSON))
+
+
 _SQLITE_MERGE = (
     contacts.update()
     .where(
@@ -227,6 +265,10 @@ _SQLITE_MERGE = (
     )
     .values(
         {c: _sqlite_fill(c) for c in CONTACT_FIELDS}
-        | {"tags": _sqlite_tags_with(sa.bindparam("b_tag")), "updated_at": sa.func.now()}
+        | {
+            "tags": _sqlite_tags_with(sa.bindparam("b_tag")),
+            "metadata": _sqlite_other_phones(sa.bindparam("b_other_phones")),
+            "updated_at": sa.func.now(),
+        }
     )
 )

@@ -46,6 +46,7 @@ SUMMARY: dict[str, Any] = {
     "timings": {"read": 0.1},
     "mapping": MAPPING,
     "diagnoses": [],
+    "multi_phone_rows": 0,
     "run_id": RUN_ID,
     "import_id": f"{RUN_ID}:acme/imports/people.csv",
 }
@@ -102,6 +103,7 @@ def test_summary_json_leaves_out_the_internals() -> None:
         "delimiter": ",",
         "mapping": MAPPING,
         "diagnoses": [],
+        "multi_phone_rows": 0,
         "run_id": RUN_ID,
         "skipped_by_reason": {"duplicate_in_file": 1},
         "failed_by_reason": {"invalid_phone": 1, "missing_phone": 1},
@@ -112,9 +114,14 @@ def test_summary_json_leaves_out_the_internals() -> None:
     )
 
 
-def test_diagnoses_follow_the_summary_with_their_code() -> None:
-    lines = render.summary_text(SUMMARY | {"diagnoses": [DIAGNOSIS]}).splitlines()
-    assert lines[-2:] == [f"  ! {DIAGNOSIS['message']} [default_region]", f"  run id: {RUN_ID}"]
+def test_diagnoses_and_cells_of_several_phones_follow_the_summary() -> None:
+    lines = render.summary_text(SUMMARY | {"diagnoses": [DIAGNOSIS], "multi_phone_rows": 2}).splitlines()
+    assert lines[-3:] == [
+        "  2 rows listed several phones: the first valid one is the phone, the others are kept in "
+        "metadata.other_phones",
+        f"  ! {DIAGNOSIS['message']} [default_region]",
+        f"  run id: {RUN_ID}",
+    ]
 
 
 def test_dry_run_text_shows_reading_mapping_samples_predictions_and_diagnoses() -> None:

@@ -37,6 +37,7 @@ COMPARED = (
     "delimiter",
     "mapping",
     "diagnoses",
+    "multi_phone_rows",
 )
 
 
@@ -254,3 +255,16 @@ def test_crafted_misread_files_are_diagnosed_alike_by_the_dry_run_and_the_import
     dry, real = dry_then_real(source, database_url, capsys, *options)
     assert {k: dry[k] for k in COMPARED} == {k: real[k] for k in COMPARED}
     assert [d["code"] for d in real["diagnoses"]] == DIAGNOSED[code]
+
+
+def test_cells_of_several_phones_are_predicted_and_counted(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = [
+        ["Ada", "Lovelace", "", "(415) 555-2671 / (415) 555-2672"],
+        ["Alan", "Turing", "", "415 555 2674; 415 555 2675"],
+    ]
+    source = write_csv(tmp_path / "multi.csv", HEADER, [*rows, person(1)])
+    dry, real = dry_then_real(source, database_url, capsys)
+    assert {k: dry[k] for k in COMPARED} == {k: real[k] for k in COMPARED}
+    assert (real["imported"], real["failed"], real["multi_phone_rows"]) == (3, 0, 2)

@@ -208,3 +208,41 @@ def test_real_export_files_import_whole(database_url: str, export: str) -> None:
         for r in ContactsStore(database_url).query_contacts("ws1")
     }
     assert stored == (GERMAN_OUTLOOK_CONTACTS if export == "outlook_de.csv" else EXPORT_CONTACTS)
+
+
+def test_messy_name_and_phone_cells_import(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A full-name column split by nameparser, and phone cells listing several numbers: the first
+    valid one is the phone, the other valid ones go into metadata.other_phones."""
+    path = write_csv(
+        tmp_path / "messy.csv",
+        ["Full Name", "Phone"],
+        [
+            ["Dr. Ada Lovelace", "(415) 555-2671 / (415) 555-2672"],
+            ["John Smith Jr.", "415 555 2674; 415 555 2675"],
+            ["Lovelace, Ada", "12345 or (415) 555-2676"],
+            ["Grace Hopper", "+1 415 555 2677"],
+            ["Nobody", "call me / later"],
+        ],
+    )
+    code, out, _ = run_cli(
+        ["import", str(path), "--workspace", "ws1", "--tag", "messy", "--database-url", database_url, "--json"],
+        capsys,
+    )
+    assert code == 0, out
+    summary = json.loads(out)
+    assert (summary["total"], summary["imported"], summary["failed"]) == (5, 4, 1)
+    assert [(e["row"], e["reason"], e["detail"]) for e in summary["errors"]] == [
+        (6, "invalid_phone", "not a valid phone number: 'call me / later'")
+    ]
+    stored = {
+        r["phone_number"]: (r["firstname"], r["lastname"], r["metadata"])
+        for r in ContactsStore(database_url).query_contacts("ws1")
+    }
+    assert stored == {
+        "+14155552671": ("Ada", "Lovelace", {"import_tag": "messy", "other_phones": ["+14155552672"]}),
+        "+14155552674": ("John", "Smith Jr.", {"import_tag": "messy", "other_phones": ["+14155552675"]}),
+        "+14155552676": ("Ada", "Lovelace", {"import_tag": "messy"}),
+        "+14155552677": ("Grace", "Hopper", {"import_tag": "messy"}),
+    }

@@ -1,4 +1,5 @@
-"""mapping.columns: header synonyms, explicit mappings and name splitting, against real export header rows."""
+"""mapping.columns: header synonyms, explicit mappings and name splitting, against real export header rows
+and nameparser."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import nameparser
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from contact_import_pipeline.errors import ColumnMappingError
 from contact_import_pipeline.mapping.columns import ColumnPlan, apply_plan, normalize_header, plan_columns
@@ -67,7 +71,7 @@ def test_export_maps_name_email_phone(name: str, phones: list[str], expected: li
     assert out["lastname"].tolist() == ["Lee", "Stone", "Park"]
     assert out["email"].tolist() == ["ann@example.com", "bob@example.com", "cleo@example.com"]
     assert out["phone_raw"].tolist() == phones
-    e164, reasons = normalize_phones(out["phone_raw"].tolist(), out["country_raw"].tolist(), "US")
+    e164, reasons, _ = normalize_phones(out["phone_raw"].tolist(), out["country_raw"].tolist(), "US")
     assert e164 == expected
     assert reasons == [None, None, None]
 
@@ -178,13 +182,88 @@ def test_mobile_first_then_file_order():
     assert apply_plan(frame, plan)["phone_raw"].tolist() == ["c1", "w2", "h3"]
 
 
-def test_full_name_split_first_token_vs_rest_and_comma_form():
+# A full name and its (first, last): titles dropped, middle names with the first name, suffixes with
+# the last name, "Last, First" turned round.
+FULL_NAMES = {
+    "Dr. Ada Lovelace": ("Ada", "Lovelace"),
+    "John Smith Jr.": ("John", "Smith Jr."),
+    "Lovelace, Ada": ("Ada", "Lovelace"),
+    "Mary Ann van der Berg": ("Mary Ann", "van der Berg"),
+    "Mary Ann  Smith": ("Mary Ann", "Smith"),
+    "Smith, John": ("John", "Smith"),
+    " Lee ,  Ann Marie ": ("Ann Marie", "Lee"),
+    "Prof. Dr. Hans Müller PhD": ("Hans", "Müller PhD"),
+    "Mr Bean": ("", "Bean"),
+    "Jean-Luc Picard": ("Jean-Luc", "Picard"),
+    "Henry Ford II": ("Henry", "Ford II"),
+    "Cher": ("Cher", ""),
+    "Dr.": ("Dr.", ""),  # a title alone is still the only name the row has
+    "": ("", ""),
+}
+
+
+def test_full_name_split_by_nameparser():
     plan = plan_columns(["Full Name", "Phone"], None, "n.csv")
     assert plan.full_name == 0 and plan.fields == {}
-    frame = frame_of(["Mary Ann  Smith", "Smith, John", "Cher", "", " Lee ,  Ann Marie "], ["1", "2", "3", "4", "5"])
+    frame = frame_of(list(FULL_NAMES), [str(i) for i in range(len(FULL_NAMES))])
     out = apply_plan(frame, plan)
-    assert out["firstname"].tolist() == ["Mary", "John", "Cher", "", "Ann Marie"]
-    assert out["lastname"].tolist() == ["Ann Smith", "Smith", "", "", "Lee"]
+    assert list(zip(out["firstname"], out["lastname"], strict=True)) == list(FULL_NAMES.values())
+
+
+# Words of plain names: ordinary given and family names, and look-alikes of what nameparser treats
+# specially (particles, suffixes, titles, roman numerals, initials, the dotless i).
+_NAME_WORDS = (
+    "Ann Lee Mary Smith Jean Picard Zoë Ørsted Łukasz Żółć Ng Ma Do Mac St Van Von Bin Di Al "
+    "Dr Mr Jr Sr Esq PhD Md Ii Iv Vi Ix Xiv Liv I V X Q E Y ı İ And Of The Née Geb"
+)
+_PLAIN_WORDS = st.one_of(
+    st.sampled_from(_NAME_WORDS.split()), st.text("abcdefghijklmnopqrstuvwxyzéøßı", min_size=1, max_size=6)
+)
+
+
+@st.composite
+def plain_names(draw: st.DrawFn) -> str:
+    words = draw(st.lists(_PLAIN_WORDS, min_size=1, max_size=5))
+    cased = [draw(st.sampled_from([w, w.upper(), w.capitalize()])) for w in words]
+    joined = [w + "-" + draw(_PLAIN_WORDS) if draw(st.integers(0, 9)) == 0 else w for w in cased]
+    comma = draw(st.integers(0, len(joined) - 1))  # "Last, First" forms when > 0
+    return ", ".join(part for part in (" ".join(joined[:comma]), " ".join(joined[comma:])) if part)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(plain_names(), min_size=1, max_size=30))
+def test_name_split_fast_path_equals_nameparser(names: list[str]) -> None:
+    """Every name gets nameparser's reading, whether the Arrow fast path or nameparser split it."""
+    plan = plan_columns(["Name", "Phone"], None, "n.csv")
+    out = apply_plan(frame_of(names, ["1"] * len(names)), plan)
+    expected = [_nameparser_split(name) for name in names]
+    assert list(zip(out["firstname"], out["lastname"], strict=True)) == expected
+
+
+def _nameparser_split(name: str) -> tuple[str, str]:
+    """(given + middle, family + suffix) as nameparser reads the name."""
+    parsed = nameparser.parse(name)
+    first = " ".join(p for p in (parsed.given, parsed.middle) if p)
+    last = " ".join(p for p in (parsed.family, parsed.suffix) if p)
+    return (first, last) if first or last else (name, "")
+
+
+def test_name_split_asks_nameparser_once_per_distinct_name_it_cannot_prove_plain(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    parsed: list[str] = []
+    parse = nameparser.parse
+
+    def counted(name: str) -> nameparser.ParsedName:
+        parsed.append(name)
+        return parse(name)
+
+    monkeypatch.setattr(nameparser, "parse", counted)
+    names = ["Ann Lee", "Dr. Ada Lovelace", "Mary Ann Smith", "Dr. Ada Lovelace", "Lee-Smith, Ann", "Ann Van", ""]
+    out = apply_plan(frame_of(names * 3, ["1"] * 21), plan_columns(["Name", "Phone"], None, "n.csv"))
+    assert sorted(parsed) == ["Ann Van", "Dr. Ada Lovelace"]
+    assert out["firstname"].tolist()[:7] == ["Ann", "Ada", "Mary Ann", "Ada", "Ann", "Ann", ""]
+    assert out["lastname"].tolist()[:7] == ["Lee", "Lovelace", "Smith", "Lovelace", "Lee-Smith", "Van", ""]
 
 
 def test_header_only_frame_with_a_name_column_gives_empty_columns():
@@ -262,7 +341,7 @@ def test_no_phone_column_error():
 NAME_SPLITS = {
     "Ann Lee": ("Ann", "Lee"),
     "Smith, John": ("John", "Smith"),
-    "Mary Ann Smith": ("Mary", "Ann Smith"),
+    "Mary Ann Smith": ("Mary Ann", "Smith"),
     "": ("", ""),
 }
 MOBILE, OTHER = "202 555 0101", "202 555 0102"

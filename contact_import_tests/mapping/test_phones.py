@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from contact_import_pipeline.mapping import phones
 from contact_import_pipeline.mapping.nanp import key_depths, nanp_fast
 from contact_import_pipeline.mapping.phones import (
     PHONE_CHUNK_ROWS,
@@ -99,15 +100,16 @@ def test_normalize_phone(raw: str, region: str, expected: str | None):
 
 def test_normalize_phones_matches_single_and_gives_reasons():
     raw = [c[0] for c in CASES]
-    e164, reasons = normalize_phones(raw, [c[1] for c in CASES], "XX")
+    e164, reasons, others = normalize_phones(raw, [c[1] for c in CASES], "XX")
     assert e164 == [c[2] for c in CASES]
     assert reasons == [None if c[2] else "invalid_phone" for c in CASES]
+    assert others == {}
 
 
 @pytest.mark.parametrize("empty", ["", "  ", "NULL", "null", "N/A", "NA", "none", "-", "\u3000"])
 def test_missing_phone(empty: str):
     assert normalize_phone(empty, "US") is None
-    assert normalize_phones([empty], [""], "US") == ([None], ["missing_phone"])
+    assert normalize_phones([empty], [""], "US") == ([None], ["missing_phone"], {})
 
 
 def test_country_column_by_name_and_iso_code_overrides_default_region():
@@ -121,11 +123,10 @@ def test_country_column_by_name_and_iso_code_overrides_default_region():
         "(202) 555-0123",
     ]
     countries = ["Germany", "de", "Deutschland", "UK", "United Kingdom", "", "Atlantis"]
-    e164, reasons = normalize_phones(raw, countries, "US")
+    e164, reasons, _ = normalize_phones(raw, countries, "US")
     assert e164 == ["+4930901820"] * 3 + ["+442079460958"] * 2 + ["+12025550123"] * 2
     assert reasons == [None] * 7
-    e164, reasons = normalize_phones(["(202) 555-0123"], ["gb"], "US")
-    assert (e164, reasons) == ([None], ["invalid_phone"])
+    assert normalize_phones(["(202) 555-0123"], ["gb"], "US") == ([None], ["invalid_phone"], {})
 
 
 def test_region_for_country():
@@ -155,7 +156,7 @@ def test_is_valid_region():
 
 
 def test_duplicates_share_one_answer_and_lengths_must_match():
-    e164, reasons = normalize_phones(["202 555 0123"] * 3 + ["x"] * 2, [""] * 5, "US")
+    e164, reasons, _ = normalize_phones(["202 555 0123"] * 3 + ["x"] * 2, [""] * 5, "US")
     assert e164 == ["+12025550123"] * 3 + [None] * 2
     assert reasons == [None] * 3 + ["invalid_phone"] * 2
     with pytest.raises(ValueError):
@@ -204,7 +205,7 @@ def test_fast_path_equals_phonenumbers(numbers: list[str], region: str) -> None:
     expected = [plain(n, region) for n in batch]
     rows, answers = fast_path(batch, region)
     assert answers == [expected[i] for i in rows]
-    e164, _ = normalize_phones(batch, [""] * len(batch), region)
+    e164, _, _ = normalize_phones(batch, [""] * len(batch), region)
     assert e164 == expected
 
 
@@ -226,7 +227,7 @@ def test_fast_path_decides_every_nanp_row_as_phonenumbers_for_every_area_code(mo
         return parse(text, region, *args, **kwargs)
 
     monkeypatch.setattr(phonenumbers, "parse", counted_parse)
-    e164, _ = normalize_phones(batch, [""] * len(batch), "US")
+    e164, _, _ = normalize_phones(batch, [""] * len(batch), "US")
     assert e164 == expected
     # phonenumbers parsed only the rows the fast path left: the 4,000 with area codes 0xx and 1xx.
     assert parsed == batch[: 200 * 20]
@@ -235,14 +236,103 @@ def test_fast_path_decides_every_nanp_row_as_phonenumbers_for_every_area_code(mo
 def test_phone_column_in_parallel_chunks_equals_one_call():
     """Over several chunks (worker processes on a multi-core machine) the answers and their order
     are those of one normalize_phones call over the whole column."""
-    kinds = ["(202) 736-2291", "+44 20 7946 0958", "call me", "", "0049 30 901820", "[876] 555 0199", "n/a"]
+    kinds = [
+        "(202) 736-2291",
+        "+44 20 7946 0958",
+        "call me",
+        "",
+        "0049 30 901820",
+        "[876] 555 0199",
+        "n/a",
+        "(202) 555-0199 / (202) 736-2291",
+    ]
     raw = [
         f"{kinds[i % len(kinds)][:-2]}{i % 97:02d}" if kinds[i % len(kinds)][-2:].isdigit() else kinds[i % len(kinds)]
         for i in range(2 * PHONE_CHUNK_ROWS + 123)
     ]
     countries = ["" if i % 5 else "Germany" for i in range(len(raw))]
-    e164, reasons = normalize_phone_column(pd.Series(raw, dtype="str"), pd.Series(countries, dtype="str"), "US")
+    e164, reasons, others = normalize_phone_column(pd.Series(raw, dtype="str"), pd.Series(countries, dtype="str"), "US")
     expected = normalize_phones(raw, countries, "US")
     assert [p for chunk in e164 for p in chunk.to_pylist()] == expected[0]
     assert reasons.tolist() == expected[1]
+    assert others == expected[2]
     assert len(e164) == 3 and len(set(expected[1])) == 3  # 3 chunks; valid, invalid and missing rows
+    assert len(others) == len(raw) // len(kinds)  # every multi-number row, whichever chunk held it
+    assert others[2 * PHONE_CHUNK_ROWS + 7] == [f"+120273622{(2 * PHONE_CHUNK_ROWS + 7) % 97:02d}"]
+
+
+# A cell listing several numbers: (cell, region, phone, other phones).
+SEVERAL = [
+    ("(415) 555-2671 / (415) 555-2672", "US", "+14155552671", ["+14155552672"]),
+    ("415 555 2674; 415 555 2675", "US", "+14155552674", ["+14155552675"]),
+    ("415 555 2671 or 415 555 2672", "US", "+14155552671", ["+14155552672"]),
+    ("415 555 2671 OR +1 415 555 2672", "US", "+14155552671", ["+14155552672"]),
+    ("415 555 2671 | 415 555 2672 | 415 555 2673", "US", "+14155552671", ["+14155552672", "+14155552673"]),
+    ("415 555 2671\n415 555 2672", "US", "+14155552671", ["+14155552672"]),
+    ("415 555 2671, 415 555 2672", "US", "+14155552671", ["+14155552672"]),
+    ("4155552671/4155552672", "US", "+14155552671", ["+14155552672"]),
+    ("555-0100 / 415 555 2672", "US", "+14155552672", []),  # an invalid first part: the second is the phone
+    ("12345 or 415 555 2672", "US", "+14155552672", []),
+    ("415-555-2671 ext 3, 415-555-2672", "US", "+14155552671", ["+14155552672"]),
+    ("415 555 2672; 415 555 2671; 415-555-2672; 415 555 2671", "US", "+14155552672", ["+14155552671"]),
+    ("+44 20 7946 0958 or 0151 23456789", "DE", "+442079460958", ["+4915123456789"]),
+    ("030/901820 / 030/901821", "DE", "+4930901820", ["+4930901821"]),  # slashes inside each number
+    ("0049 30 901820; 00 1 415 555 2671", "US", "+4930901820", ["+14155552671"]),
+]
+
+
+@pytest.mark.parametrize(("cell", "region", "phone", "others"), SEVERAL)
+def test_cell_listing_several_numbers_gives_the_first_valid_one_and_keeps_the_others(
+    cell: str, region: str, phone: str, others: list[str]
+) -> None:
+    assert normalize_phones([cell], [""], region) == ([phone], [None], {0: others})
+
+
+@pytest.mark.parametrize(
+    "cell", ["call me / later", "555-0100; 555-0101", "N/A; n/a", "415,555,2671", "1.20255501E+10 / 12"]
+)
+def test_cell_with_no_valid_part_is_an_invalid_phone(cell: str) -> None:
+    assert normalize_phones([cell], [""], "US") == ([None], ["invalid_phone"], {})
+
+
+@pytest.mark.parametrize(
+    ("cell", "phone"),
+    [
+        ("+1 (415) 555-2671", "+14155552671"),
+        ("415.555.2671", "+14155552671"),
+        ("415-555-2671 ext 3", "+14155552671"),
+        ("415-555-2671,,123", "+14155552671"),  # a pause and an extension, not a second number
+        ("n/a", None),
+    ],
+)
+def test_separator_inside_one_number_does_not_split_it(cell: str, phone: str | None) -> None:
+    e164, _, others = normalize_phones([cell], [""], "US")
+    assert (e164, others) == ([phone], {})
+    assert e164 == [plain(cell, "US")] or cell == "n/a"
+
+
+def test_only_failed_cells_holding_a_separator_are_split(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Valid cells and invalid cells without a separator never reach the split (rows by position)."""
+    split: list[str] = []
+    numbers_in = phones._numbers_in
+
+    def counted(text: str, region: str, level: int = 0) -> list[str]:
+        if level == 0:
+            split.append(text)
+        return numbers_in(text, region, level)
+
+    monkeypatch.setattr(phones, "_numbers_in", counted)
+    cells = [
+        "(202) 555-0123",
+        "call me",
+        "202 555 0123 / 202 555 0124",
+        "",
+        "n/a",
+        "x / y",
+        "202 555 0123 / 202 555 0124",
+    ]
+    e164, reasons, others = normalize_phones(cells, [""] * len(cells), "US")
+    assert split == ["202 555 0123 / 202 555 0124", "x / y"]  # each distinct cell once
+    assert e164 == ["+12025550123", None, "+12025550123", None, None, None, "+12025550123"]
+    assert reasons == [None, "invalid_phone", None, "missing_phone", "missing_phone", "invalid_phone", None]
+    assert others == {2: ["+12025550124"], 6: ["+12025550124"]}

@@ -131,3 +131,62 @@ def test_late_conflict_under_update_is_merged(database_url: str) -> None:
     (contact,) = store.query_contacts("ws1")
     assert (contact["lastname"], contact["email"], contact["tags"]) == ("Lovelace", "ada@example.com", ["t1", "t2"])
     assert store.recorded_batches(["b:1"])["b:1"][0].updated == 1
+
+
+def _share(tag: str) -> BatchImport:
+    return BatchImport(f"{tag}:ws1/imports/f.csv", "ws1", tag, {"import_tag": tag})
+
+
+def _with_other_phones(rows: list[tuple[str, ...]], other_phones: list[str]) -> pd.DataFrame:
+    return batch_frame(rows, range(2, 2 + len(rows))).assign(other_phones=other_phones)
+
+
+def test_other_phones_go_into_created_contacts_metadata(database_url: str) -> None:
+    """Straight into contacts (PostgreSQL's COPY) and through the stage after a late conflict."""
+    store = ContactsStore(database_url)
+    store.create_schema()
+    batch = _with_other_phones(
+        [_row("+12125550001"), _row("+12125550002"), _row("+12125550003")],
+        ["+12125550011,+12125550012", "", "+12125550013"],
+    )
+    outcome = store.insert_batch(run_key="r1", batch_index=0, imports=[_share("t1")], batch=batch)
+    assert outcome[_share("t1").import_id].imported == 3
+    late = _with_other_phones([_row("+12125550003"), _row("+12125550004")], ["+12125550099", "+12125550014"])
+    outcome = store.insert_batch(run_key="r2", batch_index=0, imports=[_share("t2")], batch=late)
+    assert (outcome[_share("t2").import_id].imported, outcome[_share("t2").import_id].skipped) == (1, 1)
+    assert {r["phone_number"]: r["metadata"] for r in store.query_contacts("ws1")} == {
+        "+12125550001": {"import_tag": "t1", "other_phones": ["+12125550011", "+12125550012"]},
+        "+12125550002": {"import_tag": "t1"},
+        "+12125550003": {"import_tag": "t1", "other_phones": ["+12125550013"]},
+        "+12125550004": {"import_tag": "t2", "other_phones": ["+12125550014"]},
+    }
+
+
+def test_update_adds_other_phones_only_to_a_contact_without_them(database_url: str) -> None:
+    store = ContactsStore(database_url)
+    store.create_schema()
+    first = _with_other_phones([_row("+12125550001"), _row("+12125550002")], ["+12125550011", ""])
+    store.insert_batch(run_key="r1", batch_index=0, imports=[_share("t1")], batch=first)
+    merge = _with_other_phones(
+        [_row("+12125550001"), _row("+12125550002"), _row("+12125550003"), _row("+12125550004")],
+        ["+12125550099", "+12125550022,+12125550023", "+12125550033", ""],
+    )
+    outcome = store.insert_batch(run_key="r2", batch_index=0, imports=[_share("t2")], batch=merge, update=True)
+    share = outcome[_share("t2").import_id]
+    assert (share.imported, share.updated, share.skipped) == (2, 2, 0)
+    stored = {r["phone_number"]: r for r in store.query_contacts("ws1")}
+    assert {phone: r["metadata"] for phone, r in stored.items()} == {
+        "+12125550001": {"import_tag": "t1", "other_phones": ["+12125550011"]},  # never overwritten
+        "+12125550002": {"import_tag": "t1", "other_phones": ["+12125550022", "+12125550023"]},
+        "+12125550003": {"import_tag": "t2", "other_phones": ["+12125550033"]},
+        "+12125550004": {"import_tag": "t2"},
+    }
+    assert stored["+12125550002"]["tags"] == ["t1", "t2"]
+
+
+def test_batch_without_other_phones_column_stores_plain_metadata(database_url: str) -> None:
+    store = ContactsStore(database_url)
+    store.create_schema()
+    insert_rows(store, [_row("+12125550001")], workspace_id="ws1", import_tag="t1")
+    insert_rows(store, [_row("+12125550001")], workspace_id="ws1", import_id="b", import_tag="t2", update=True)
+    assert [r["metadata"] for r in store.query_contacts("ws1")] == [{"import_tag": "t1"}]
