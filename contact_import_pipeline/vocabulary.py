@@ -19,6 +19,7 @@ IMPORT_JOB_CELERY_NAME = "import_job_celery"
 TAG_PREFIX = "contact_import/"
 ORIGIN_TAG = TAG_PREFIX + "origin"  # cli | sensor | graphql; a bare Launchpad launch has none
 FILES_TAG = TAG_PREFIX + "files"  # how many imports the run carries
+DRY_RUN_TAG = TAG_PREFIX + "dry_run"  # "true" on a run that only predicts (run config dry_run)
 # ``execute_job`` picks its run's id itself: this tag, unique to one call of run_import, lets the
 # watcher find the run of a file imported with a process per step.
 CLI_CALL_TAG = TAG_PREFIX + "cli_call"

@@ -12,6 +12,7 @@ from typing import Any
 
 from contact_import_pipeline.app.graphql import RunState
 from contact_import_pipeline.storage.ledger import LedgerEntry
+from contact_import_pipeline.vocabulary import DRY_RUN_TAG
 
 BAR_WIDTH = 30  # characters between the brackets of a progress bar
 SUMMARY_KEYS = (
@@ -82,7 +83,8 @@ def multi_phone_lines(summary: Mapping[str, Any]) -> list[str]:
     count = summary.get("multi_phone_rows") or 0
     if not count:
         return []
-    return [f"  {count} rows listed several phones: the first valid one is the phone, the others are kept in "
+    rows = "1 row" if count == 1 else f"{count} rows"
+    return [f"  {rows} listed several phones: the first valid one is the phone, the others are kept in "
             "metadata.other_phones"]  # fmt: skip
 
 
@@ -173,8 +175,9 @@ def final_line(state: RunState, reason: str | None) -> str:
     if reason:
         return f"run {state.run_id} failed: {reason}"
     p = state.progress
+    what = "dry run (nothing written), predicted" if state.tags.get(DRY_RUN_TAG) == "true" else "completed"
     return (
-        f"run {state.run_id} completed: {p.get('total', 0)} rows | imported {p.get('imported', 0)} | "
+        f"run {state.run_id} {what}: {p.get('total', 0)} rows | imported {p.get('imported', 0)} | "
         f"updated {p.get('updated', 0)} | skipped {p.get('skipped', 0)} | failed {p.get('failed', 0)} | "
         f"batches {p.get('total_batches', 0)}"
     )

@@ -251,7 +251,7 @@ def run_import(
     )
     run_config["loggers"] = {"console": {"config": {"log_level": VERBOSE_LOG_LEVEL if verbose else QUIET_LOG_LEVEL}}}
     run_config.setdefault("resources", {})["contacts_db"] = {"config": {"url": database_url}}
-    tags = launch.run_tags([key], Origin.CLI)
+    tags = launch.run_tags([key], Origin.CLI, dry_run=dry_run)
     saved = os.environ.get(ALLOW_LOCAL_SOURCES_ENV)
     os.environ[ALLOW_LOCAL_SOURCES_ENV] = "1"
     try:
@@ -343,7 +343,7 @@ def preview_of(line: dict[str, Any], run_id: str) -> dict[str, Any]:
     """A dry run's prediction for one import, in the shape ``summary_of`` gives an import, plus its samples."""
     return {
         "dry_run": True,
-        **{key: line.get(key) for key in SUMMARY_KEYS},
+        **{key: line.get(key) for key in SUMMARY_FIELDS},
         "rejects_file": None,
         "cleanup": None,
         "sample_contacts": line.get("sample_contacts", []),
@@ -353,7 +353,7 @@ def preview_of(line: dict[str, Any], run_id: str) -> dict[str, Any]:
 
 
 # What a summary and a dry run's prediction share, in the order ``--json`` prints them.
-SUMMARY_KEYS = (
+SUMMARY_FIELDS = (
     "status",
     "workspace_id",
     "import_tag",

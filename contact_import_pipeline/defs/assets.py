@@ -23,6 +23,7 @@ from contact_import_pipeline.settings import CONTACTS_DB_POOL, FIRST_ERRORS, Lim
 from contact_import_pipeline.storage.contacts import ContactsStore
 from contact_import_pipeline.storage.ledger import Ledger, LedgerEntry, PlannedImport
 from contact_import_pipeline.vocabulary import (
+    DRY_RUN_TAG,
     FILES_TAG,
     MAX_RETRIES_TAG,
     ORIGIN_TAG,
@@ -75,7 +76,7 @@ def _wait_before_retry(context: dg.AssetExecutionContext) -> None:
 
 def _identity_tags(context: dg.AssetExecutionContext, stage: stages.RunStage) -> None:
     """Tag the run with its files and workspaces (runs launched from the Launchpad lack them)."""
-    wanted: dict[str, str] = {FILES_TAG: str(len(stage.imports))}
+    wanted: dict[str, str] = {FILES_TAG: str(len(stage.imports))} | ({DRY_RUN_TAG: "true"} if stage.dry_run else {})
     for item in stage.imports:
         key = item.options.key if isinstance(item, stages.RawImport) else item.key
         workspace_id = item.options.workspace_id if isinstance(item, stages.RawImport) else item.workspace_id
@@ -89,8 +90,9 @@ def _identity_tags(context: dg.AssetExecutionContext, stage: stages.RunStage) ->
         context.instance.add_run_tags(context.run.run_id, missing)
 
 
-def _ledger(contacts_db: ContactsDatabase) -> tuple[ContactsStore, Ledger]:
-    store = contacts_db.store()
+def _ledger(contacts_db: ContactsDatabase, dry_run: bool) -> tuple[ContactsStore, Ledger]:
+    """The contacts store and its ledger; a dry run's store is read-only (it writes nothing)."""
+    store = contacts_db.store(read_only=dry_run)
     return store, Ledger(store)
 
 
@@ -116,7 +118,7 @@ def raw_csv(
     except OptionsError as exc:
         context.instance.add_run_tags(context.run.run_id, {MAX_RETRIES_TAG: "0"})
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
-    store, ledger = _ledger(contacts_db)
+    store, ledger = _ledger(contacts_db, config.dry_run)
     if not config.dry_run:
         store.create_schema()
     opened = imports.open_imports(
@@ -164,8 +166,9 @@ def normalized_contacts(
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
     """Headers mapped to contact fields and phones normalized to E.164; rows without one fail.
     Its checks warn when the file looks misread (region, phone column, delimiter, encoding)."""
-    _, ledger = _ledger(contacts_db)
+    _, ledger = _ledger(contacts_db, raw_csv.dry_run)
     out: list = []
+    failed_misread: list[tuple[str, list]] = []  # files that failed as files, with what misread them
     for item in raw_csv.imports:
         if isinstance(item, stages.SettledImport):
             out.append(item)
@@ -177,6 +180,8 @@ def normalized_contacts(
             ragged = sum(1 for reject in item.table.rejects if reject.reason == Reason.WRONG_FIELD_COUNT)
             misread = diagnoses.delimiter(item.table.header, item.table.frame, ragged)
             error = f"{exc} ({misread.message})" if misread else str(exc)
+            if misread:
+                failed_misread.append((item.options.key, [misread]))
             out.append(
                 imports.fail(
                     None if raw_csv.dry_run else ledger,
@@ -200,7 +205,8 @@ def normalized_contacts(
             "failed_rows": sum(len(n.rejects) for n in working),
         },
     )
-    yield from checks.results("normalized_contacts", [(n.options.key, n.diagnoses) for n in working], stage.dry_run)
+    diagnosed = [(n.options.key, n.diagnoses) for n in working] + failed_misread
+    yield from checks.results("normalized_contacts", diagnosed, stage.dry_run)
 
 
 @dg.asset(group_name=GROUP, kinds={"python"})
@@ -209,7 +215,7 @@ def deduped_contacts(
 ) -> dg.Output:
     """Contacts whose phone is new: later copies in a file, phones an earlier file of the run adds and
     phones already in the workspace are skipped."""
-    store, ledger = _ledger(contacts_db)
+    store, ledger = _ledger(contacts_db, normalized_contacts.dry_run)
     working = normalized_contacts.working()
     if normalized_contacts.dry_run:
         return _deduped_dry_run(context, normalized_contacts, store)
@@ -255,10 +261,7 @@ def deduped_contacts(
 
 def _deduped_dry_run(context: dg.AssetExecutionContext, normalized: stages.RunStage, store: ContactsStore) -> dg.Output:
     """Deduplicate as the import would, against the workspace's contacts, recording nothing."""
-    if store.has_contacts():
-        deduped = stages.dedupe(normalized.working(), store.existing_phones)
-    else:  # a database without contacts yet: nothing exists, and nothing is created to find out
-        deduped = stages.dedupe(normalized.working(), lambda workspace_id, phones: set())
+    deduped = stages.dedupe(normalized.working(), _lookup(store))
     count, _ = stages.batch_membership(deduped, normalized.batch_size)
     return _deduped_output(context, normalized, deduped, count)
 
@@ -382,13 +385,13 @@ def summarize(
     """Apply the later-phase updates, total each import from what the database recorded, write its
     rejects file, clean up its source and record its outcome in the ledger (a dry run predicts the
     totals and writes nothing)."""
-    store, ledger = _ledger(contacts_db)
+    store, ledger = _ledger(contacts_db, deduped.dry_run)
     working = deduped.working()
     if deduped.dry_run:
-        summaries = _predicted(deduped, store)
+        summaries, count = _predicted(deduped, store)
         lines = [_settled_line(item) for item in deduped.imports if isinstance(item, stages.SettledImport)]
         lines += [_preview_line(summary, item) for summary, item in summaries]
-        value = _run_value(sorted(lines, key=lambda line: line["position"]), count=0) | {"dry_run": True}
+        value = _run_value(sorted(lines, key=lambda line: line["position"]), count=count) | {"dry_run": True}
         yield from _finish(context, value, [(s.file, s.diagnoses) for s, _ in summaries])
         return
     later = stages.later_batches(working, deduped.batch_size, deduped.run_key)
@@ -421,13 +424,23 @@ def summarize(
     yield from _finish(context, value, [(s.file, s.diagnoses) for s, _ in summaries])
 
 
-def _predicted(deduped: stages.RunStage, store: ContactsStore) -> list[tuple[stages.Summary, stages.DedupedImport]]:
-    """Each working import's summary as its import would record it (a dry run)."""
+def _predicted(
+    deduped: stages.RunStage, store: ContactsStore
+) -> tuple[list[tuple[stages.Summary, stages.DedupedImport]], int]:
+    """Each working import's summary as its import would record it, and the run's batch count (a dry run)."""
     working = deduped.working()
-    lookup: stages.Lookup = store.existing_phones if store.has_contacts() else lambda workspace_id, phones: set()
-    outcomes = preview.predicted_outcomes(working, deduped.batch_size, deduped.run_key, lookup)
+    outcomes, count = preview.predicted_outcomes(working, deduped.batch_size, deduped.run_key, _lookup(store))
     _, members = stages.batch_membership(working, deduped.batch_size)
-    return [(stages.summarize(item, members[item.import_id], outcomes[item.import_id], 0.0), item) for item in working]
+    summaries = [
+        (stages.summarize(item, members[item.import_id], outcomes[item.import_id], 0.0), item) for item in working
+    ]
+    return summaries, count
+
+
+def _lookup(store: ContactsStore) -> stages.Lookup:
+    """Existing phones as a dry run looks them up: a database without contacts yet has none, and
+    nothing is created to find out."""
+    return store.existing_phones if store.has_contacts() else lambda workspace_id, phones: set()
 
 
 def _finish(

@@ -84,5 +84,7 @@ class ImportRunConfig(dg.Config):
         default=False,
         description="Read, map, normalize and deduplicate (against the workspace's contacts too) and predict each "
         "import's counts, mapping and diagnoses, writing nothing: no contact, ledger entry, rejects file or cleanup. "
-        "Default: false.",
+        "Launched with a process per step, its step outputs are stored like any run's (and swept the same way); "
+        "execution in_process with the in_memory IO manager, as contact-import import --dry-run runs, keeps them "
+        "in memory. Default: false.",
     )

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from contact_import_pipeline.keys import UnsafeKeyError, parse_import_key
-from contact_import_pipeline.vocabulary import FILES_TAG, ORIGIN_TAG, file_tag, workspace_tag
+from contact_import_pipeline.vocabulary import DRY_RUN_TAG, FILES_TAG, ORIGIN_TAG, file_tag, workspace_tag
 
 
 def run_config(
@@ -35,9 +35,10 @@ def run_config(
     return out
 
 
-def run_tags(keys: Sequence[str], origin: str) -> dict[str, str]:
-    """Tags that let the runs list be filtered by workspace and by file, and say who launched it."""
-    tags = {ORIGIN_TAG: str(origin), FILES_TAG: str(len(keys))}
+def run_tags(keys: Sequence[str], origin: str, dry_run: bool = False) -> dict[str, str]:
+    """Tags that let the runs list be filtered by workspace and by file, and say who launched it (and
+    that it is a dry run, which writes nothing)."""
+    tags = {ORIGIN_TAG: str(origin), FILES_TAG: str(len(keys))} | ({DRY_RUN_TAG: "true"} if dry_run else {})
     for key in keys:
         tags[file_tag(key)] = key
         try:

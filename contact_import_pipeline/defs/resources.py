@@ -87,5 +87,5 @@ class ContactsDatabase(dg.ConfigurableResource):
         "SQLite file .contact_import/contacts.db. PostgreSQL URLs use psycopg 3.",
     )
 
-    def store(self) -> ContactsStore:
-        return ContactsStore(self.url or default_database_url())
+    def store(self, read_only: bool = False) -> ContactsStore:
+        return ContactsStore(self.url or default_database_url(), read_only=read_only)

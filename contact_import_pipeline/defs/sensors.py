@@ -42,6 +42,7 @@ from contact_import_pipeline.settings import OUTPUT_SWEEP_SECONDS, SensorSetting
 from contact_import_pipeline.storage.bucket import BucketObject
 from contact_import_pipeline.storage.ledger import Ledger
 from contact_import_pipeline.vocabulary import (
+    DRY_RUN_TAG,
     IMPORT_JOB_NAME,
     ORIGIN_TAG,
     WILL_RETRY_TAG,
@@ -297,6 +298,9 @@ def import_failure_sensor(context: dg.RunFailureSensorContext, contacts_db: Cont
         progress.report(context.instance, run.run_id, status=RunStatus.FAILED, error=reason)
     retrying = run.tags.get(WILL_RETRY_TAG) == "true"
     note = reason + (" (the run is retried automatically)" if retrying else "")
+    if run.tags.get(DRY_RUN_TAG) == "true":  # a dry run recorded no import: nothing to mark
+        context.log.error(f"contact import dry run {run.run_id} failed: {note}")
+        return
     store = contacts_db.store()
     try:
         interrupted = Ledger(store).interrupt_run(run.root_run_id or run.run_id, note)

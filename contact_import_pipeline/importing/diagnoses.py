@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import pandas as pd
+import phonenumbers
 
 from contact_import_pipeline.mapping.columns import ColumnPlan
 from contact_import_pipeline.mapping.phones import normalize_phone
@@ -34,6 +35,7 @@ _PHONE_LIKE = r"(?:\D*\d){7}"
 # Cells sampled per column (phone column, encoding, delimiter): enough to tell, cheap on 1M rows.
 SAMPLE_ROWS = 2_000
 REGION_SAMPLE = 500  # distinct invalid phones tried in every candidate region
+EXACT_CELLS = 20_000  # distinct invalid phones counted one by one; more are estimated from this many rows
 # UTF-8 read as Windows-1252: a lead byte (Â, Ã, â€) followed by what a continuation byte becomes.
 _CONTINUATION = "\u0080-\u00bf€‚ƒ„…†‡ˆ‰Š‹ŒŽ‘’“”•–—˜™š›œžŸ"
 MOJIBAKE = re.compile(f"[ÂÃ][{_CONTINUATION}]|â€[{_CONTINUATION}]")
@@ -100,8 +102,28 @@ def _invalid_phone_cells(item: NormalizedImport) -> pd.Series:
     return cells[cells != ""]
 
 
+def _national_prefix(region: str) -> str:
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    return (metadata.national_prefix or "") if metadata is not None else ""
+
+
+def _written_in(cell: str, region: str) -> bool:
+    """Whether ``cell`` is a valid number of ``region`` written as its people write it: with the
+    region's trunk prefix ("07911 123456" in GB). Without that evidence a short or garbled US number
+    that happens to be valid somewhere (7 digits in DE, 9 in FR) would name a wrong region."""
+    prefix = _national_prefix(region)
+    digits = re.sub(r"\D", "", cell)
+    return (
+        bool(prefix)
+        and not cell.lstrip().startswith(("+", "00"))
+        and digits.startswith(prefix)
+        and normalize_phone(cell, region) is not None
+    )
+
+
 def default_region(item: NormalizedImport) -> Diagnosis | None:
-    """Most phones invalid in the default region but valid in another: name it and what it saves."""
+    """Most phones invalid in the default region but valid national numbers of another: name it and
+    what it saves (counted exactly up to EXACT_CELLS distinct cells, estimated from a sample above)."""
     cells = _invalid_phone_cells(item)
     with_phone = len(item.contacts) + len(cells)
     if len(cells) < MIN_ROWS or len(cells) <= INVALID_SHARE * with_phone:
@@ -109,7 +131,7 @@ def default_region(item: NormalizedImport) -> Diagnosis | None:
     region = item.options.default_region
     sample = pd.unique(cells)[:REGION_SAMPLE]
     valid_in = {
-        candidate: sum(normalize_phone(cell, candidate) is not None for cell in sample)
+        candidate: sum(_written_in(str(cell), candidate) for cell in sample)
         for candidate in CANDIDATE_REGIONS
         if candidate != region
     }
@@ -117,14 +139,27 @@ def default_region(item: NormalizedImport) -> Diagnosis | None:
     if valid_in[best] < SAVED_SHARE * len(sample):
         return None
     counts = cells.value_counts()
-    saved = int(sum(n for cell, n in counts.items() if normalize_phone(str(cell), best) is not None))
+    estimated = len(counts) > EXACT_CELLS
+    if estimated:  # a fixed sample of the rows: the same file always gives the same numbers
+        rows = cells.sample(EXACT_CELLS, random_state=0)
+        share = sum(_written_in(str(cell), best) for cell in rows) / len(rows)
+        saved = round(share * len(cells))
+    else:
+        saved = int(sum(n for cell, n in counts.items() if _written_in(str(cell), best)))
     if saved < SAVED_SHARE * len(cells):
         return None
+    about = "about " if estimated else ""
     return Diagnosis(
         DiagnosisCode.DEFAULT_REGION,
-        f"{saved} of {len(cells)} invalid phones are valid {best} numbers: set default_region={best} "
+        f"{about}{saved} of {len(cells)} invalid phones are valid {best} numbers: set default_region={best} "
         f"(--region {best}) and import the file again",
-        {"invalid_phones": len(cells), "valid_in_region": saved, "region": best, "default_region": region},
+        {
+            "invalid_phones": len(cells),
+            "valid_in_region": saved,
+            "region": best,
+            "default_region": region,
+            "estimated": int(estimated),
+        },
     )
 
 
@@ -173,8 +208,9 @@ def phone_column(item: NormalizedImport) -> Diagnosis | None:
 
 
 def delimiter(header: Sequence[str], raw: pd.DataFrame, ragged_rows: int = 0) -> Diagnosis | None:
-    """A header holding another delimiter, with most of its column's values holding it too or most
-    rows of the wrong width (``ragged_rows``): the file was split with the wrong delimiter."""
+    """A header holding another delimiter, with most of its column's values splitting into as many
+    parts as the header (or most rows of the wrong width, ``ragged_rows``): the file was split with
+    the wrong delimiter. A header such as "Tags; Groups" over cells listing several tags is not."""
     sample = raw.head(SAMPLE_ROWS)
     rows = len(raw) + ragged_rows
     for position, name in enumerate(header):
@@ -182,7 +218,10 @@ def delimiter(header: Sequence[str], raw: pd.DataFrame, ragged_rows: int = 0) ->
             if mark not in name:
                 continue
             values = sample[str(position)].fillna("").astype(str) if str(position) in sample else pd.Series([])
-            holding = int(values.str.contains(mark, regex=False).sum()) if len(values) else 0
+            parts = len([part for part in name.split(mark) if part.strip()])
+            if parts < 2:
+                continue
+            holding = int((values.str.count(re.escape(mark)) == parts - 1).sum()) if len(values) else 0
             by_values = holding >= MIN_ROWS and holding >= DELIMITER_SHARE * len(values)
             by_width = ragged_rows >= MIN_ROWS and ragged_rows >= DELIMITER_SHARE * rows
             if by_values or by_width:

@@ -196,14 +196,14 @@ def insert_wall_seconds(results: Sequence[BatchResult]) -> float:
 
 def _phones(mapped: pd.DataFrame, default_region: str) -> tuple[pd.Series, pd.Series, np.ndarray, int]:
     """Per row: E.164 (Arrow text, '' when none), the other valid phones of its cell (E.164 joined by
-    ",", '' when none) and the reason (object array, None when valid); and how many rows took their
-    phone from a cell listing several."""
+    ",", '' when none) and the reason (object array, None when valid); and how many rows kept other
+    valid phones of their cell (a cell whose other parts are no phone, such as an extension, counts not)."""
     e164, why, others = normalize_phone_column(mapped["phone_raw"], mapped["country_raw"], default_region)
     phones = text_column([pc.fill_null(chunk, "") for chunk in e164])
     phones.index = mapped.index
     other = pd.Series("", index=mapped.index, dtype="str")
     other.iloc[list(others)] = [",".join(numbers) for numbers in others.values()]
-    return phones, other, why, len(others)
+    return phones, other, why, sum(1 for numbers in others.values() if numbers)
 
 
 def normalize(raw: RawImport) -> NormalizedImport:

@@ -8,6 +8,7 @@ their own metadata, which is what lets ``undo_import`` remove exactly what an im
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,11 +44,19 @@ _PG_EXISTING = sa.text(
 class ContactsStore:
     """Reads and writes the contacts table of one database."""
 
-    def __init__(self, url: str | None = None) -> None:
+    def __init__(self, url: str | None = None, read_only: bool = False) -> None:
+        """``read_only`` (a dry run) creates nothing and takes no lock: on SQLite it opens the file
+        read-only, without WAL or the write lock, and never creates it or its folder."""
         self.url = normalize_url(url or default_database_url())
         sa_url = sa.engine.make_url(self.url)
         self.is_postgres = sa_url.get_backend_name() == "postgresql"
-        if sa_url.get_backend_name() == "sqlite":
+        on_disk = sa_url.get_backend_name() == "sqlite" and sa_url.database not in (None, "", ":memory:")
+        if read_only and on_disk:
+            path = Path(str(sa_url.database)).resolve()
+            self.engine = sa.create_engine(
+                "sqlite://", creator=lambda: sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=120)
+            )
+        elif sa_url.get_backend_name() == "sqlite":
             if sa_url.database and sa_url.database != ":memory:":
                 Path(sa_url.database).parent.mkdir(parents=True, exist_ok=True)
             # Several batch processes write at once; wait for the lock instead of failing.

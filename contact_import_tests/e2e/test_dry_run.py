@@ -4,6 +4,7 @@ On SQLite and PostgreSQL, through the command in this process."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,7 @@ def test_the_wrong_region_is_diagnosed_alike_by_the_dry_run_and_the_import(
         "valid_in_region": 40,
         "region": "GB",
         "default_region": "US",
+        "estimated": 0,
     }
     # The fix it names works: with --region GB the rest imports and nothing is diagnosed.
     fixed = run_cli(
@@ -207,7 +209,8 @@ def test_diagnoses_are_warning_asset_checks_of_the_run(database_url: str, tmp_pa
         "normalized_contacts:phones_valid_in_default_region": (
             False,
             "WARN",
-            flagged | {"invalid_phones": 30, "valid_in_region": 30, "region": "GB", "default_region": "US"},
+            flagged
+            | {"invalid_phones": 30, "valid_in_region": 30, "region": "GB", "default_region": "US", "estimated": 0},
         ),
         "normalized_contacts:phone_column_holds_the_phones": (True, "WARN", clean),
         "normalized_contacts:read_with_the_right_delimiter_and_encoding": (True, "WARN", clean),
@@ -268,3 +271,23 @@ def test_cells_of_several_phones_are_predicted_and_counted(
     dry, real = dry_then_real(source, database_url, capsys)
     assert {k: dry[k] for k in COMPARED} == {k: real[k] for k in COMPARED}
     assert (real["imported"], real["failed"], real["multi_phone_rows"]) == (3, 0, 2)
+
+
+def test_a_dry_run_opens_sqlite_read_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """No folder or file for a database that does not exist; an existing one keeps its journal mode
+    and gets no -wal file (the import's engine would switch it to WAL and take the write lock)."""
+    source = write_csv(tmp_path / "people.csv", HEADER, [person(i) for i in range(5)])
+    missing = tmp_path / "new" / "contacts.db"
+    argv = ["import", str(source), "--workspace", "ws1", "--dry-run", "--json", "--database-url"]
+    assert run_cli([*argv, f"sqlite:///{missing}"], capsys).json()["imported"] == 5
+    assert not missing.parent.exists()
+    existing = tmp_path / "contacts.db"
+    store = ContactsStore(f"sqlite:///{existing}")
+    store.create_schema()
+    store.dispose()
+    with sqlite3.connect(existing) as conn:
+        conn.execute("PRAGMA journal_mode=DELETE")
+    assert run_cli([*argv, f"sqlite:///{existing}"], capsys).json()["imported"] == 5
+    with sqlite3.connect(existing) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+    assert not Path(f"{existing}-wal").exists()

@@ -346,4 +346,5 @@ def test_launchpad_documents_every_option(env: DagsterServers) -> None:
     assert {name: (f["isRequired"], f["defaultValueAsJson"]) for name, f in run.items()} == {
         "files": (True, None),
         "batch_size": (False, "100000"),
+        "dry_run": (False, "false"),
     }

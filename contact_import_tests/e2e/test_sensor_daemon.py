@@ -105,8 +105,12 @@ def daemon(tmp_path: Path) -> Iterator[tuple[dg.DagsterInstance, Path, Path, Pat
         MAX_FILES_PER_RUN_ENV: str(FILES_PER_RUN),
     }
     command = [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(tmp_path / "workspace.yaml")]
+    # The instance's SQLite storage is created here, before the daemon and its code server start: three
+    # processes creating it at once can leave its schema table with two heads (alembic refuses it).
+    instance = dg.DagsterInstance.from_config(str(home))
+    instance.get_runs(limit=1)
+    instance.all_instigator_state()
     with process_group(command, env=env, log=log, cwd=tmp_path):
-        instance = dg.DagsterInstance.from_config(str(home))
         try:
             yield instance, bucket, database, log
         finally:

@@ -44,11 +44,44 @@ def test_uk_numbers_in_a_us_workspace_name_gb_and_the_rows_it_saves() -> None:
         "code": "default_region",
         "message": "899 of 900 invalid phones are valid GB numbers: set default_region=GB (--region GB) "
         "and import the file again",
-        "numbers": {"invalid_phones": 900, "valid_in_region": 899, "region": "GB", "default_region": "US"},
+        "numbers": {
+            "invalid_phones": 900,
+            "valid_in_region": 899,
+            "region": "GB",
+            "default_region": "US",
+            "estimated": 0,
+        },
     }
     # With the region it names, the rows import and the diagnosis is silent.
     fixed = normalized(csv_bytes(HEADER, rows), default_region="GB")
     assert codes(fixed) == []
+
+
+@pytest.mark.parametrize(
+    "cell",
+    [
+        "555 {i:04d}",  # US local numbers without area code: valid 7-digit numbers in DE
+        "123-456-{i:04d}",  # placeholders: valid in GB, KR, IN, BR and AT
+        "415 555 {i:03d}",  # a digit short: valid 9-digit numbers in FR
+    ],
+)
+def test_short_or_made_up_us_numbers_name_no_region(cell: str) -> None:
+    """Valid somewhere is not enough: the numbers must be written as national numbers of that region."""
+    rows = [["A", "B", "", cell.format(i=i)] for i in range(200)]
+    assert codes(normalized(csv_bytes(HEADER, rows))) == []
+
+
+def test_a_large_file_gets_an_estimate_from_a_fixed_sample() -> None:
+    rows = [["A", "B", "", f"07911 {100000 + i}"] for i in range(25_000)]
+    (found,) = diagnoses.of_normalized(normalized(csv_bytes(HEADER, rows)))
+    assert found.numbers == {
+        "invalid_phones": 25_000,
+        "valid_in_region": 25_000,
+        "region": "GB",
+        "default_region": "US",
+        "estimated": 1,
+    }
+    assert found.message.startswith("about 25000 of 25000 invalid phones are valid GB numbers")
 
 
 def test_a_few_foreign_numbers_are_not_a_region_problem() -> None:
@@ -171,3 +204,9 @@ def test_silent_on_the_benchmark_file(tmp_path: Path) -> None:
     deduped = stages.dedupe([item], lambda workspace_id, phones: set())[0]
     skipped, failed = deduped.rejects.counts(skipped=True), deduped.rejects.counts(skipped=False)
     assert diagnoses.of_outcome(deduped.total, skipped, failed, "ws1") == []
+
+
+def test_a_header_over_cells_listing_several_values_is_not_a_delimiter_problem() -> None:
+    tags = pd.DataFrame({"0": [f"fair; vip; lead {i}" for i in range(20)]}, dtype="str")
+    assert diagnoses.delimiter(["Tags; Groups"], tags) is None
+    assert diagnoses.delimiter(["Segments (a|b)"], pd.DataFrame({"0": ["x|y|z"] * 20}, dtype="str")) is None
