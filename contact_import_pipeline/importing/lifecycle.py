@@ -259,12 +259,17 @@ def fail(
     return SettledImport(import_id, position, key, workspace_id, ImportStatus.FAILED, error)
 
 
+# What the ledger keeps of a summary besides its counts (``contact_imports.details``).
+LEDGER_DETAILS = ("encoding", "delimiter", "batches", "timings", "mapping", "diagnoses", "multi_phone_rows")
+
+
 def result_of(summary: Summary, deduped: DedupedImport, bucket: ContactBucket) -> ImportResult:
     """Write the import's rejects file and return what the ledger records when the run completes.
 
     The source is cleaned up only after the outcome is recorded (``clean_up_completed``): a run that
     stops in between still finds the file, and the next attempt finishes the cleanup.
     """
+    described = summary.as_dict()
     rejects_file = None
     if summary.rejects:
         rejects_file = bucket.write_bytes(
@@ -281,15 +286,7 @@ def result_of(summary: Summary, deduped: DedupedImport, bucket: ContactBucket) -
         failed_by_reason=summary.failed_by_reason,
         errors=summary.errors,
         rejects_file=rejects_file,
-        details={
-            "encoding": summary.encoding,
-            "delimiter": summary.delimiter,
-            "batches": summary.batches,
-            "timings": {k: round(v, 3) for k, v in summary.timings.items()},
-            "mapping": summary.mapping,
-            "diagnoses": [d.as_dict() for d in summary.diagnoses],
-            "multi_phone_rows": summary.multi_phone_rows,
-        },
+        details={key: described[key] for key in LEDGER_DETAILS},
     )
 
 
