@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from contact_import_pipeline.errors import ColumnMappingError
+from contact_import_pipeline.mapping.forked import map_chunks
 from contact_import_pipeline.model import CONTACT_FIELDS
 from contact_import_pipeline.reading.csv_file import text_column
 
@@ -319,6 +320,9 @@ def plan_columns(header: list[str], mapping: Mapping[str, str] | None, source: s
 # The common full names, plain Latin words ("Ann Lee", "Mary Ann Smith", "Jean-Luc Picard") or
 # "Last, First" ("Lovelace, Ada Mary"): nameparser reads them as given name, middle names, family
 # name, which is the split at the last space or at the comma. RE2 syntax, for pyarrow.
+# Distinct names nameparser reads per chunk: a chunk takes ~1-2 s, so a file needs thousands of
+# such names before forked workers (both cores) pay off.
+NAME_CHUNK = 10_000
 _PLAIN_WORD = r"\p{Latin}+(?:-\p{Latin}+)*"
 _PLAIN_NAMES = (
     rf"^(?P<first>{_PLAIN_WORD}(?: {_PLAIN_WORD})*) (?P<last>{_PLAIN_WORD})$",
@@ -377,7 +381,16 @@ def _split_names(full: pd.Series) -> tuple[pd.Series, pd.Series]:
         parents = pc.list_parent_indices(words).to_numpy(zero_copy_only=False)
         plain[np.flatnonzero(plain)[np.unique(parents[special.to_numpy(zero_copy_only=False)])]] = False
     rest = pc.unique(names.filter(pa.array(~plain & (pc.utf8_length(names).to_numpy(zero_copy_only=False) > 0))))
-    parsed = [_parse_name(name) for name in rest.to_pylist()]
+    distinct = rest.to_pylist()
+    parsed = [
+        pair
+        for part in map_chunks(
+            lambda start: [_parse_name(name) for name in distinct[start : start + NAME_CHUNK]],
+            len(distinct),
+            NAME_CHUNK,
+        )
+        for pair in part
+    ]
     at = pc.index_in(names, value_set=rest)
     split = []
     for field, column in (("first", 0), ("last", 1)):

@@ -11,13 +11,9 @@ first valid one, and keeps the others for the contact's metadata.
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 import re
-import threading
 import unicodedata
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -26,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from contact_import_pipeline.mapping.columns import normalize_header
+from contact_import_pipeline.mapping.forked import map_chunks
 from contact_import_pipeline.mapping.nanp import nanp_fast
 from contact_import_pipeline.vocabulary import Reason
 
@@ -280,19 +277,6 @@ def normalize_phones(
 
 # The columns a forked chunk worker reads (inherited through fork, never pickled); the lock keeps
 # two threads of one process from handing over their columns at the same time.
-_COLUMNS: tuple[pd.Series, pd.Series, str] | None = None
-_COLUMNS_LOCK = threading.Lock()
-
-
-def _normalize_chunk(start: int) -> tuple[pa.Array, list[str | None], dict[int, list[str]]]:
-    assert _COLUMNS is not None  # set by normalize_phone_column before any chunk runs
-    raw, countries, default_region = _COLUMNS
-    chunk = slice(start, start + PHONE_CHUNK_ROWS)
-    e164, reasons, others = normalize_phones(raw.iloc[chunk].tolist(), countries.iloc[chunk].tolist(), default_region)
-    # Arrow: returned as buffers, not 100k objects
-    return pa.array(e164, type=pa.large_string()), reasons, {start + row: o for row, o in others.items()}
-
-
 def normalize_phone_column(
     raw: pd.Series, countries: pd.Series, default_region: str
 ) -> tuple[list[pa.Array], np.ndarray, dict[int, list[str]]]:
@@ -303,18 +287,13 @@ def normalize_phone_column(
     Returns E.164 (Arrow chunks, null when none), the reason per row (object array), and the other
     numbers of the rows whose phone came from a cell listing several (row position → E.164 list).
     """
-    global _COLUMNS
-    starts = range(0, len(raw), PHONE_CHUNK_ROWS)
-    workers = min(os.cpu_count() or 1, len(starts))
-    with _COLUMNS_LOCK:
-        _COLUMNS = (raw, countries, default_region)
-        try:
-            if workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
-                done = [_normalize_chunk(start) for start in starts]
-            else:
-                with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-                    done = list(pool.map(_normalize_chunk, starts))
-        finally:
-            _COLUMNS = None
+
+    def chunk(start: int) -> tuple[pa.Array, list[str | None], dict[int, list[str]]]:
+        rows = slice(start, start + PHONE_CHUNK_ROWS)
+        e164, reasons, others = normalize_phones(raw.iloc[rows].tolist(), countries.iloc[rows].tolist(), default_region)
+        # Arrow: returned as buffers, not 100k objects
+        return pa.array(e164, type=pa.large_string()), reasons, {start + row: o for row, o in others.items()}
+
+    done = map_chunks(chunk, len(raw), PHONE_CHUNK_ROWS)
     reasons = np.array([reason for _, part, _ in done for reason in part], dtype=object)
     return [e164 for e164, _, _ in done], reasons, {row: o for _, _, others in done for row, o in others.items()}
