@@ -177,10 +177,8 @@ def phone_column(item: NormalizedImport) -> Diagnosis | None:
     def cells(position: int) -> pd.Series:
         return sample[str(position)].fillna("").astype(str).str.strip()
 
-    chosen = cells(item.plan.phones[0])
-    for position in item.plan.phones[1:]:
-        chosen = chosen.where(chosen != "", cells(position))
-    used = _valid_phones(chosen, region)
+    # The phones the column used gave in these rows, as normalization already found them.
+    used = int((item.contacts["row"] <= item.raw_rows[len(sample) - 1]).sum())
     best, best_valid = None, used
     for position, name in enumerate(item.header):
         if position in item.plan.phones or str(position) not in sample:
