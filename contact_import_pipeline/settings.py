@@ -87,20 +87,26 @@ DEFAULT_SENSOR_INTERVAL_SECONDS = 15
 # first over the following ticks, while the first runs already work.
 SENSOR_MAX_RUNS_ENV = "CONTACT_SENSOR_MAX_RUNS_PER_TICK"
 DEFAULT_SENSOR_MAX_RUNS_PER_TICK = 10
-# Packing uploads into runs. Files below SMALL_FILE_BYTES share a run that executes in one process
-# (one start-up for all of them, step outputs kept in memory); a larger file gets a run of its own
-# with a process per step. Measured on 2 cores (bench/README.md, "Small or large"), one process is
-# faster at every size up to 1M rows (0.4-0.7x the time), so the limit is memory: a run in one
-# process keeps every stage's output, ~0.8 MB per 1,000 rows over a ~320 MB base, and passes the
-# 1 GiB budget near 900k rows. 40 MB (~360k rows, ~600 MB) keeps a wide margin, also for text that
-# takes 4 bytes a character. A run holds at most MAX_FILES_PER_RUN files and MAX_RUN_BYTES bytes,
-# for the same memory reason, and so that a retried run redoes little.
+# Packing uploads into runs. Files below SMALL_FILE_BYTES share a run (one start-up for all of
+# them); a larger file gets a run of its own. A run holds at most MAX_FILES_PER_RUN files and
+# MAX_RUN_BYTES bytes, so that its memory stays small and a retried run redoes little.
+#
+# How a run executes. Every run executes in one process with its step outputs in memory, unless it
+# is one file of at least STEP_PROCESSES_BYTES: that one gets a process per step and 5 insert
+# batches at once. On 2 cores with PostgreSQL beside it one process is faster at every size
+# measured (bench/README.md, "Small or large": a 1M-row file 21 s against 29-38 s), because a
+# process per step pays ~0.6 s to start each step and pickles every stage for the next. The limit
+# is memory: one process holds a stage and the next, ~1,000 MB at a 1M-row (~100 MB) file, also
+# with an emoji in every name (text stays in Arrow's UTF-8). 100 MiB keeps such a file inside the
+# 1 GiB budget; lower it where inserts should run 5 at once against a database with many cores.
 SMALL_FILE_BYTES_ENV = "CONTACT_SENSOR_SMALL_FILE_BYTES"
 DEFAULT_SMALL_FILE_BYTES = 40 * 1024 * 1024
 MAX_FILES_PER_RUN_ENV = "CONTACT_SENSOR_MAX_FILES_PER_RUN"
 DEFAULT_MAX_FILES_PER_RUN = 200
 MAX_RUN_BYTES_ENV = "CONTACT_SENSOR_MAX_RUN_BYTES"
 DEFAULT_MAX_RUN_BYTES = 48 * 1024 * 1024
+STEP_PROCESSES_BYTES_ENV = "CONTACT_STEP_PROCESSES_BYTES"
+DEFAULT_STEP_PROCESSES_BYTES = 100 * 1024 * 1024
 
 # A local file must be unchanged between two ticks and this old before it is imported, so a copy
 # still in progress (or paused for a moment) is never read half-written. S3 uploads are atomic.
@@ -117,6 +123,12 @@ class SensorSettings:
     small_file_bytes: int = DEFAULT_SMALL_FILE_BYTES
     max_files_per_run: int = DEFAULT_MAX_FILES_PER_RUN
     max_run_bytes: int = DEFAULT_MAX_RUN_BYTES
+    step_processes_bytes: int = DEFAULT_STEP_PROCESSES_BYTES
+
+    def in_one_process(self, sizes: list[int | None]) -> bool:
+        """Whether a run of files of these sizes (None: unknown, such as a URL) executes in one process."""
+        known = [size for size in sizes if size is not None]
+        return len(known) == len(sizes) and sum(known) < self.step_processes_bytes
 
     @classmethod
     def from_env(cls) -> SensorSettings:
@@ -127,6 +139,7 @@ class SensorSettings:
             small_file_bytes=_env_int(SMALL_FILE_BYTES_ENV, DEFAULT_SMALL_FILE_BYTES),
             max_files_per_run=_env_int(MAX_FILES_PER_RUN_ENV, DEFAULT_MAX_FILES_PER_RUN),
             max_run_bytes=_env_int(MAX_RUN_BYTES_ENV, DEFAULT_MAX_RUN_BYTES),
+            step_processes_bytes=_env_int(STEP_PROCESSES_BYTES_ENV, DEFAULT_STEP_PROCESSES_BYTES),
         )
 
 

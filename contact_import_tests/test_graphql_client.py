@@ -198,11 +198,15 @@ def test_bucket_key_runs_in_process_and_url_in_step_processes_uploading_nothing(
     ) == ("acme/imports/a.csv", "acme/imports/b_20c.csv")
 
 
-@pytest.mark.parametrize(("small_file_bytes", "in_process"), [(len(CSV) + 1, True), (len(CSV), False)])
-def test_a_file_at_the_small_file_limit_runs_in_step_processes(
-    tmp_path: Path, bucket: LocalFolderBucket, monkeypatch: pytest.MonkeyPatch, small_file_bytes: int, in_process: bool
+@pytest.mark.parametrize(("step_processes_bytes", "in_process"), [(len(CSV) + 1, True), (len(CSV), False)])
+def test_a_file_at_the_step_processes_limit_runs_in_step_processes(
+    tmp_path: Path,
+    bucket: LocalFolderBucket,
+    monkeypatch: pytest.MonkeyPatch,
+    step_processes_bytes: int,
+    in_process: bool,
 ) -> None:
-    monkeypatch.setenv("CONTACT_SENSOR_SMALL_FILE_BYTES", str(small_file_bytes))
+    monkeypatch.setenv("CONTACT_STEP_PROCESSES_BYTES", str(step_processes_bytes))
     (tmp_path / "people.csv").write_bytes(CSV)
     with fake() as server:
         trigger_import(["people.csv"], "acme", dagster_url=server.url, bucket=bucket)

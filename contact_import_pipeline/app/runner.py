@@ -26,7 +26,7 @@ from contact_import_pipeline.defs.progress import describe_step_failure, read_pr
 from contact_import_pipeline.defs.resources import bucket_from_env
 from contact_import_pipeline.importing.options import key_for_source
 from contact_import_pipeline.keys import UnsafeKeyError, parse_import_key
-from contact_import_pipeline.settings import DEFAULT_SMALL_FILE_BYTES
+from contact_import_pipeline.settings import SensorSettings
 from contact_import_pipeline.storage.contacts import ContactsStore
 from contact_import_pipeline.storage.ledger import Ledger, LedgerEntry
 from contact_import_pipeline.storage.schema import default_database_url
@@ -55,9 +55,6 @@ QUIET_LOG_LEVEL, VERBOSE_LOG_LEVEL = "CRITICAL", "DEBUG"
 # reads of the instance's storage.
 WATCH_SECONDS = 0.5
 STDERR_FD = 2
-# Above this size a local file's import runs its steps in child processes (the sensor's threshold
-# between a shared one-process run and a run of its own).
-IN_PROCESS_MAX_BYTES = DEFAULT_SMALL_FILE_BYTES
 
 
 class ImportFailed(Exception):
@@ -235,17 +232,23 @@ def run_import(
     ``dry_run`` predicts the summary instead, writing nothing (in this process whatever the
     file's size: it keeps nothing on disk), and adds the sample contacts and ``"dry_run": true``.
 
-    Small files run every step in this process, which starts fastest and writes no step output.
-    A local file over IN_PROCESS_MAX_BYTES runs the job's own multiprocess executor from here
-    instead: each step gets a process of its own (memory stays per step) and batches insert 5 at
-    a time; its step outputs are deleted once it succeeded.
+    A file runs every step in this process, which starts fastest and writes no step output. A local
+    file of at least ``CONTACT_STEP_PROCESSES_BYTES`` (as the sensor decides, ``SensorSettings``)
+    runs the job's own multiprocess executor from here instead: each step gets a process of its
+    own (memory stays per step) and batches insert 5 at a time; its step outputs are deleted once
+    it succeeded.
     ``verbose`` prints Dagster's events to stderr; ``on_progress`` is told each change of the run's
     stage and progress while it runs (from another thread).
     """
     key, source = request.key_and_source()
     instance = instance or local_instance()
     database_url = database_url or default_database_url()
-    big = not dry_run and bool(source) and Path(source).is_file() and Path(source).stat().st_size > IN_PROCESS_MAX_BYTES
+    big = (
+        not dry_run
+        and bool(source)
+        and Path(source).is_file()
+        and not SensorSettings.from_env().in_one_process([Path(source).stat().st_size])
+    )
     run_config = launch.run_config(
         [request.file_entry(key, source)], in_process=not big, batch_size=request.batch_size, dry_run=dry_run
     )

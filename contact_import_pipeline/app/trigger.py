@@ -80,8 +80,7 @@ def trigger_import(
             entry = dict(entry, version=listed.version, uploaded_at=listed.last_modified)
         entries.append(entry)
         sizes.append(listed.size if listed is not None else None)
-    in_process = all(size is not None and size < settings.small_file_bytes for size in sizes)
-    run_config = launch.run_config(entries, in_process=in_process, batch_size=batch_size)
+    run_config = launch.run_config(entries, in_process=settings.in_one_process(sizes), batch_size=batch_size)
     keys = [entry["key"] for entry in entries]
     run_id = api.launch_import(run_config, launch.run_tags(keys, Origin.GRAPHQL))
     return TriggerResult(run_id=run_id, run_url=api.run_url(run_id), keys=keys)

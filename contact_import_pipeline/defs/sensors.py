@@ -200,11 +200,11 @@ def _bytes(files: list[BucketObject]) -> int:
 
 
 def run_request(files: list[BucketObject], settings: SensorSettings) -> dg.RunRequest:
-    """One run for these files: in one process when they are small, a process per step for a large one."""
-    in_process = not (len(files) == 1 and files[0].size >= settings.small_file_bytes)
+    """One run for these files: in one process, or a process per step for a file of at least
+    ``step_processes_bytes``."""
     config = launch.run_config(
         [{"key": obj.key, "version": obj.version, "uploaded_at": obj.last_modified} for obj in files],
-        in_process=in_process,
+        in_process=settings.in_one_process([obj.size for obj in files]),
     )
     return dg.RunRequest(
         run_key=launch.run_key([(obj.key, obj.version) for obj in files]),

@@ -24,7 +24,8 @@ CLI = [sys.executable, "-m", "contact_import_pipeline.app.cli"]
 CLI_STEP_PROCESSES = [
     sys.executable,
     "-c",
-    "import sys; from contact_import_pipeline.app import cli, runner; runner.IN_PROCESS_MAX_BYTES = -1; sys.exit(cli.main())",
+    "import os, sys; os.environ['CONTACT_STEP_PROCESSES_BYTES'] = '1'; "
+    "from contact_import_pipeline.app import cli; sys.exit(cli.main())",
 ]
 ROWS, BATCH_SIZE, BATCHES = 3000, 1000, 3
 ERASE = "\x1b[K"

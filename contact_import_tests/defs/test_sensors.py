@@ -22,6 +22,7 @@ from contact_import_pipeline.defs.definitions import defs
 from contact_import_pipeline.defs.resources import ContactsDatabase
 from contact_import_pipeline.defs.sensors import import_failure_sensor, new_files_sensor
 from contact_import_pipeline.importing import stages
+from contact_import_pipeline.settings import SensorSettings
 from contact_import_pipeline.storage.bucket import BucketError, ContactBucket, LocalFolderBucket, S3Bucket
 from contact_import_pipeline.storage.contacts import ContactsStore
 from contact_import_pipeline.storage.ledger import Ledger
@@ -139,6 +140,7 @@ def test_small_files_share_runs_up_to_the_caps_and_a_large_file_runs_alone(tmp_p
     monkeypatch.setenv("CONTACT_SENSOR_SMALL_FILE_BYTES", "1000")
     monkeypatch.setenv("CONTACT_SENSOR_MAX_FILES_PER_RUN", "3")
     monkeypatch.setenv("CONTACT_SENSOR_MAX_RUN_BYTES", "250")
+    monkeypatch.setenv("CONTACT_STEP_PROCESSES_BYTES", "5000")  # the large file, exactly: a process per step
     uploads = [  # (workspace, name, bytes), in upload order
         ("ws0", "a0", 100),
         ("ws1", "b0", 100),
@@ -531,3 +533,18 @@ def test_keeps_the_reason_our_code_already_gave(tmp_path: Path) -> None:
 def test_is_on_by_default_and_watches_the_import_job() -> None:
     assert import_failure_sensor.default_status == dg.DefaultSensorStatus.RUNNING
     assert defs.resolve_sensor_def(import_failure_sensor.name) is not None
+
+
+@pytest.mark.parametrize(
+    ("sizes", "one_process"),
+    [
+        ([100 * 2**20 - 1], True),  # a 1M-row export (~100 MB) runs in one process
+        ([100 * 2**20], False),
+        ([60 * 2**20, 40 * 2**20], False),  # several files count together
+        ([10, 20], True),
+        ([None], False),  # a URL of unknown size may be big
+        ([10, None], False),
+    ],
+)
+def test_a_run_executes_in_one_process_below_the_step_processes_size(sizes: list, one_process: bool) -> None:
+    assert SensorSettings().in_one_process(sizes) is one_process

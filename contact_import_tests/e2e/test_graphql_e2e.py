@@ -23,7 +23,7 @@ from contact_import_pipeline.app import cli
 from contact_import_pipeline.app.graphql import DagsterApi, DagsterConfigInvalid, RunState
 from contact_import_pipeline.defs import launch
 from contact_import_pipeline.defs.config import FileImport, ImportRunConfig
-from contact_import_pipeline.settings import SMALL_FILE_BYTES_ENV
+from contact_import_pipeline.settings import STEP_PROCESSES_BYTES_ENV
 from contact_import_pipeline.storage.contacts import ContactsStore
 from contact_import_pipeline.vocabulary import MAX_RETRIES_TAG, Origin, RunStatus, file_tag
 from contact_import_tests.helpers import create_pg_database, dagster_pg_env, drop_pg_database, require_postgres
@@ -129,7 +129,7 @@ def test_5000_rows_through_graphql_outlive_the_caller_with_monotonic_progress(
     api = DagsterApi(servers.url)
     # Only for the caller: the file counts as large, so its run has a process per step and inserts 5
     # batches at once, racing to report progress (a one-process run inserts them one by one, at once).
-    monkeypatch.setenv(SMALL_FILE_BYTES_ENV, "1")
+    monkeypatch.setenv(STEP_PROCESSES_BYTES_ENV, "1")
     source = contacts_csv(tmp_path / "fair-5000.csv")
     key = f"{WORKSPACE}/imports/fair-5000.csv"
     # The caller triggers, then follows the progress, like a web backend streaming to a browser.

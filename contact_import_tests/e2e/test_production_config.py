@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from contact_import_pipeline.app.graphql import DagsterApi
 from contact_import_pipeline.app.trigger import trigger_import
-from contact_import_pipeline.settings import OUTPUT_SWEEP_SECONDS, SMALL_FILE_BYTES_ENV
+from contact_import_pipeline.settings import OUTPUT_SWEEP_SECONDS, STEP_PROCESSES_BYTES_ENV
 from contact_import_pipeline.storage.contacts import ContactsStore
 from contact_import_pipeline.storage.ledger import Ledger
 from contact_import_tests.helpers import dagster_pg_env, insert_rows, numbered_rows, phone_of, write_csv
@@ -44,7 +44,7 @@ def test_production_instance_runs_an_import_into_postgres_storage(
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     # Only for this caller: every file counts as large, so trigger launches a run with a process per
     # step, as for a big upload; its steps hand their outputs over through the instance's storage.
-    monkeypatch.setenv(SMALL_FILE_BYTES_ENV, "1")
+    monkeypatch.setenv(STEP_PROCESSES_BYTES_ENV, "1")
     store = ContactsStore(pg_url)
     store.create_schema()
     existing = numbered_rows(2)

@@ -17,7 +17,7 @@ import pytest
 from contact_import_pipeline.app.graphql import DagsterApi
 from contact_import_pipeline.app.trigger import trigger_import
 from contact_import_pipeline.defs.progress import COUNT_FIELDS
-from contact_import_pipeline.settings import SMALL_FILE_BYTES_ENV
+from contact_import_pipeline.settings import STEP_PROCESSES_BYTES_ENV
 from contact_import_pipeline.vocabulary import TAG_PREFIX, file_tag, workspace_tag
 from contact_import_tests.faults import make_home
 from contact_import_tests.helpers import REPO_ROOT, require_service
@@ -92,7 +92,7 @@ def test_run_page_shows_progress_while_running_and_after(tmp_path: Path, monkeyp
     monkeypatch.setenv("CONTACT_BUCKET_DIR", env["CONTACT_BUCKET_DIR"])
     # Only for this caller: the file counts as large, so its run has a process per step and its 20
     # insert steps take long enough to be seen mid-way (a one-process run of 5,000 rows is over at once).
-    monkeypatch.setenv(SMALL_FILE_BYTES_ENV, "1")
+    monkeypatch.setenv(STEP_PROCESSES_BYTES_ENV, "1")
     lines = ["name,phone"] + [f"P{i},+1 (201) {300 + i // 10000:03d}-{i % 10000:04d}" for i in range(ROWS)]
     (tmp_path / "ui.csv").write_text("\n".join(lines) + "\n")
     ARTIFACTS.mkdir(exist_ok=True)
