@@ -88,6 +88,16 @@ def ensure_data(label: str) -> Path:
     return path
 
 
+def ensure_emoji_data() -> Path:
+    """The 1M file with an emoji ending every first name (the memory worst case), generated on first use."""
+    path = DATA_DIR / "contacts_1m_emoji.csv"
+    if not path.exists():
+        from bench.generate import generate
+
+        generate(SIZES["1m"], SEED, path, emoji_share=1.0)
+    return path
+
+
 def conninfo(dbname: str) -> str:
     return f"postgresql://postgres@{PG_HOST}/{dbname}"
 

@@ -701,8 +701,12 @@ def _invalid_phone(rng: np.random.Generator, us_digits: str) -> str:
     return f"({us_digits[:3]}) {us_digits[3:6]}-{us_digits[6:9]}"  # a digit short
 
 
-def generate(rows: int, seed: int, out: Path) -> dict[str, int]:
-    """Write ``rows`` contact rows to ``out``; return how many rows of each phone kind were planted."""
+def generate(rows: int, seed: int, out: Path, emoji_share: float = EMOJI_NAME_SHARE) -> dict[str, int]:
+    """Write ``rows`` contact rows to ``out``; return how many rows of each phone kind were planted.
+
+    ``emoji_share`` of the first names end in an emoji (1.0: every name, the memory worst case:
+    such text takes 4 bytes a character as a Python string).
+    """
     rng = np.random.default_rng(seed)
     prefixes = valid_us_prefixes(rng)
 
@@ -766,7 +770,7 @@ def generate(rows: int, seed: int, out: Path) -> dict[str, int]:
 
             fi, li = first_idx[i], last_idx[i]
             first = FIRST_NAMES[fi]
-            if emoji_draw[i] < EMOJI_NAME_SHARE:
+            if emoji_draw[i] < emoji_share:
                 first = f"{first} {EMOJI[fi % len(EMOJI)]}"
             email = (
                 ""
@@ -806,9 +810,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, required=True)
     parser.add_argument("--seed", type=int, default=20240601)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--emoji-share", type=float, default=EMOJI_NAME_SHARE, help="share of first names ending in an emoji"
+    )
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    counts = generate(args.rows, args.seed, args.out)
+    counts = generate(args.rows, args.seed, args.out, args.emoji_share)
     print(
         f"wrote {args.rows:,} rows to {args.out} in {time.perf_counter() - started:.1f} s "
         + ", ".join(f"{k}={v:,}" for k, v in counts.items())

@@ -177,21 +177,25 @@ def _execute(
 
 
 def run_launched(
-    csv_path: Path, db_url: str, workspace_id: str = WORKSPACE_ID, in_process: bool = False
+    csv_path: Path, db_url: str, workspace_id: str = WORKSPACE_ID, in_process: bool | None = None
 ) -> dict[str, Any]:
-    """Import ``csv_path`` as a launched run of the import job, a process per step.
+    """Import ``csv_path`` as a launched run of the import job, in the shape the sensor gives it.
 
     The file is put into a temporary bucket folder under ``<workspace>/imports/`` and launched with
-    the run config and tags the sensor gives a big file (``in_process=False``); step processes
-    inherit the bucket and database settings from the environment. With ``in_process`` the run
-    is shaped as the sensor shapes a run of small files (one process, outputs in memory): the
-    ``one_process`` line, which with ``launched`` shows where a file is big enough for its own run.
+    the run config and tags the sensor gives that file on its own: in one process below
+    ``CONTACT_STEP_PROCESSES_BYTES`` (``SensorSettings.in_one_process``), else a process per step;
+    step processes inherit the bucket and database settings from the environment.
+    ``in_process=False`` forces a process per step: the ``step_processes`` line, which with
+    ``launched`` shows where a file is big enough for that.
     """
     if not launched_available():
         raise NotImplementedError("needs contact_import_pipeline.defs.definitions")
     from contact_import_pipeline.defs import launch
+    from contact_import_pipeline.settings import SensorSettings
     from contact_import_pipeline.vocabulary import Origin
 
+    if in_process is None:
+        in_process = SensorSettings.from_env().in_one_process([csv_path.stat().st_size])
     key = f"{workspace_id}/imports/{csv_path.name}"
     with tempfile.TemporaryDirectory() as tmp:
         bucket = Path(tmp, "bucket")
@@ -236,6 +240,9 @@ def _noop_ops() -> Any:
     return raw_csv, normalized, deduped, plan, insert, summarize
 
 
+IMPORT_EXECUTOR = "import job's executor, in one process"
+
+
 def noop_executor() -> tuple[Any, str]:
     """The import job's executor, or (while the pipeline cannot be imported) the one it declares."""
     import dagster as dg
@@ -243,7 +250,7 @@ def noop_executor() -> tuple[Any, str]:
     try:
         from contact_import_pipeline.defs.definitions import import_job
 
-        return import_job().executor_def, "import job's executor"
+        return import_job().executor_def, IMPORT_EXECUTOR
     except ImportError:
         fallback = dg.multiprocess_executor.configured(
             {"max_concurrent": MAX_CONCURRENT, "start_method": {"forkserver": {}}}
@@ -269,8 +276,11 @@ def run_noop() -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory() as tmp:
         job = dg.build_reconstructable_job("bench.pipeline", "noop_job", reconstructor_working_directory=str(REPO_DIR))
-        outcome = _execute(job, {}, Path(tmp, "home"), {})
-    outcome["executor"] = noop_executor()[1]
+        name = noop_executor()[1]
+        # The import job's executor as the sensor sets it for a small file: every step in one process.
+        config = {"execution": {"config": {"in_process": True}}} if name == IMPORT_EXECUTOR else {}
+        outcome = _execute(job, config, Path(tmp, "home"), {})
+    outcome["executor"] = name
     return outcome
 
 
@@ -311,7 +321,7 @@ def drop_template() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("line", choices=["cli", "launched", "one_process", "noop"])
+    parser.add_argument("line", choices=["cli", "launched", "step_processes", "noop"])
     parser.add_argument("csv", type=Path, nargs="?")
     parser.add_argument("--template", help="copy this database instead of starting empty (workspace1m)")
     parser.add_argument("--workspace", default=WORKSPACE_ID)
@@ -326,7 +336,10 @@ def main(argv: list[str] | None = None) -> None:
                 result = run_cli(args.csv, db, args.workspace)
             else:
                 result = run_launched(
-                    args.csv, sqlalchemy_url(db), args.workspace, in_process=args.line == "one_process"
+                    args.csv,
+                    sqlalchemy_url(db),
+                    args.workspace,
+                    in_process=False if args.line == "step_processes" else None,
                 )
                 result["contacts"] = count_contacts(db, args.workspace)
     print(json.dumps(result))

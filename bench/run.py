@@ -1,7 +1,7 @@
 """Run the benchmark lines, each in a fresh process, and write ``bench/results/latest.md``.
 
     python -m bench.run [--sizes 5k,100k,1m] [--repeats 3]
-                        [--only copy,reference,to_sql,cli,launched,noop,workspace1m[,many_files]]
+                        [--only copy,reference,to_sql,cli,launched,step_processes,emoji,noop,workspace1m[,many_files]]
                         [--files 1000 --rows 300 --workspaces 50 --interval 5]
 
 Repeats are interleaved (copy, reference, ..., then the next repeat) so that a noisy moment on a
@@ -29,11 +29,11 @@ from typing import Any
 import psycopg
 
 from bench import many_files, pipeline
-from bench.common import ADMIN_CONNINFO, REPO_DIR, RESULTS_DIR, SIZES, ensure_data
+from bench.common import ADMIN_CONNINFO, REPO_DIR, RESULTS_DIR, SIZES, ensure_data, ensure_emoji_data
 
 BASELINE_LINES = ("copy", "reference", "to_sql")
-PIPELINE_LINES = ("cli", "launched", "one_process")
-ALL_LINES = (*BASELINE_LINES, *PIPELINE_LINES, "noop", "workspace1m")
+PIPELINE_LINES = ("cli", "launched", "step_processes")
+ALL_LINES = (*BASELINE_LINES, *PIPELINE_LINES, "emoji", "noop", "workspace1m")
 # Lines run only when asked for by name (long, and measured once).
 OPTIONAL_LINES = ("many_files",)
 NOOP_LABEL = "5k"
@@ -46,8 +46,9 @@ WHAT = {
     "reference": "(b) reference algorithm: phone set, phonenumbers uncached, 50-row INSERTs x 5 threads",
     "to_sql": "(c) pandas read_csv + phonenumbers + drop_duplicates + to_sql(method=None, chunksize=5000)",
     "cli": "pipeline: `contact-import import … --json`, whole process",
-    "launched": "pipeline: launched run, multiprocess executor (execute_job seconds)",
-    "one_process": "pipeline: launched run shaped as a run of small files: one process, outputs in memory",
+    "launched": "pipeline: launched run in the sensor's shape for the file (execute_job seconds)",
+    "step_processes": "pipeline: launched run with a process per step, 5 batches at once (the shape above CONTACT_STEP_PROCESSES_BYTES)",
+    "emoji": "pipeline: launched run of the 1M file with an emoji ending every first name (memory worst case)",
     "noop": "6 no-op steps (one-batch import shape) under the same executor",
     "workspace1m-empty": "CLI import of 10k rows into an empty workspace `big`",
     "workspace1m-big": "CLI import of the same 10k rows into workspace `big` holding 1M contacts",
@@ -102,6 +103,10 @@ def plan_lines(label: str, only: list[str], unavailable: dict[str, str]) -> list
             lines.append(Line(name, label, _module("bench.baselines", name, path), SIZES[label]))
         elif name in PIPELINE_LINES and name not in unavailable:
             lines.append(Line(name, label, _module("bench.pipeline", name, path), SIZES[label]))
+        elif name == "emoji" and label == BIG_LABEL and "launched" not in unavailable:
+            lines.append(
+                Line("emoji", label, _module("bench.pipeline", "launched", str(ensure_emoji_data())), SIZES[label])
+            )
         elif name == "noop" and label == NOOP_LABEL:
             lines.append(Line("noop", label, _module("bench.pipeline", "noop"), SIZES[label]))
     return lines
@@ -340,11 +345,16 @@ def _lines_and_targets(
                 peak = max(r["peak_rss_mb"] for r in pipe.runs)
                 out.append(f"| {label} {pipe.name} largest process ≤ 1 GiB | {peak:,.0f} MB |")
     for label in SIZES:  # where a file becomes big enough for a run of its own (the sensor's threshold)
-        launched, one = by_key.get(("launched", label)), by_key.get(("one_process", label))
-        if launched and one and launched.runs and one.runs:
+        launched, steps = by_key.get(("launched", label)), by_key.get(("step_processes", label))
+        if launched and steps and launched.runs and steps.runs:
             out.append(
-                f"| {label}: one process vs a process per step (paired) | one_process ÷ launched = {_paired(one, launched)} |"
+                f"| {label}: the sensor's shape vs a process per step (paired) | "
+                f"launched ÷ step_processes = {_paired(launched, steps)} |"
             )
+    emoji = by_key.get(("emoji", BIG_LABEL))
+    if emoji and emoji.runs:
+        peak = max(r["peak_rss_mb"] for r in emoji.runs)
+        out.append(f"| {BIG_LABEL} launched, emoji in every name: largest process ≤ 1 GiB | {peak:,.0f} MB |")
     launched5k, noop = by_key.get(("launched", NOOP_LABEL)), by_key.get(("noop", NOOP_LABEL))
     if launched5k or noop:
         out.append(f"| 5k launched ≤ 1.5× no-op job (paired) | launched ÷ noop = {_paired(launched5k, noop)} |")
