@@ -17,10 +17,10 @@ from contact_import_pipeline.vocabulary import IMPORT_JOB_CELERY_NAME, IMPORT_JO
 # ``definitions`` is left out: it reads the bucket settings from the environment when imported.
 FORKSERVER_PRELOAD = ("contact_import_pipeline.defs.jobs", "contact_import_pipeline.defs.resources")
 
-# A run of one big file runs a process per step: forkserver starts a step in ~0.5 s instead of
-# ~1.1 s with spawn, and the tag limit keeps at most 5 insert batches of the run in flight (the
-# contacts_db pool limits writers across runs). A run of small files runs every step in its own
-# process, so it pays one start-up for all of them.
+# A run of a file of at least CONTACT_STEP_PROCESSES_BYTES runs a process per step: forkserver
+# starts a step in ~0.5 s instead of ~1.1 s with spawn, and the tag limit keeps at most 5 insert
+# batches of the run in flight (the contacts_db pool limits writers across runs). Every other run
+# executes every step in its own process, which pays one start-up for all of them (settings.py).
 _MULTIPROCESS = {
     "max_concurrent": MAX_CONCURRENT_BATCHES,
     "start_method": {"forkserver": {"preload_modules": list(FORKSERVER_PRELOAD)}},
@@ -41,8 +41,9 @@ import_executor = dg.multi_or_in_process_executor.configured(
         "in_process": dg.Field(
             bool,
             default_value=False,
-            description="Run every step in the run's own process (small files: one start-up for the whole run). "
-            "Default: a process per step, 5 insert batches at once (one big file).",
+            description="Run every step in the run's own process (one start-up for the whole run; what the sensor, "
+            "trigger and CLI choose below CONTACT_STEP_PROCESSES_BYTES). "
+            "Default: a process per step, 5 insert batches at once (a file above it).",
         )
     },
 )
