@@ -58,8 +58,17 @@ class _FramePickler(pickle.Pickler):
             and obj.columns.is_unique
             and all(isinstance(name, str) for name in obj.columns)
         ):
-            return _frame_from_table, (pa.Table.from_pandas(obj, preserve_index=False),)
+            return _frame_from_table, (_compact(pa.Table.from_pandas(obj, preserve_index=False)),)
         return NotImplemented
+
+
+def _compact(table: pa.Table) -> pa.Table:
+    """The table with buffers of its own rows only. A batch is a slice of its stage's columns, and
+    Arrow pickles a slice's whole buffers: each 100k-row batch of a 1M-row file would be written
+    (and read back by its insert step) as ~190 MB instead of ~20 MB."""
+    if table.get_total_buffer_size() <= 2 * table.nbytes:
+        return table
+    return table.take(np.arange(table.num_rows))
 
 
 def dump(obj: Any, file: BinaryIO) -> None:
