@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import psycopg
 import psycopg.copy
@@ -30,6 +31,8 @@ from contact_import_pipeline.storage.schema import contacts
 
 # PostgreSQL accepts 65,535 bind parameters per statement and SQLite 32,766; lookups stay below both.
 LOOKUP_CHUNK = 10_000
+# Rows of a SQLite batch looked up and inserted together: one lookup chunk.
+SQLITE_SLICE_ROWS = LOOKUP_CHUNK
 # Rows of a batch encoded as one piece of its COPY: ~1.5 MB of CSV, small next to the batch.
 COPY_SLICE_ROWS = 10_000
 
@@ -195,26 +198,38 @@ def sqlite_insert(
 
     The transaction holds SQLite's write lock (BEGIN IMMEDIATE), so the lookups cannot go stale.
     Returns the rows not inserted: merged (``update``) or skipped because their phone exists.
+    The rows become Python values SQLITE_SLICE_ROWS at a time, in that order: a 100k-row batch
+    as a whole took ~150 MB of objects, which a run in one process holds on top of its stages.
     """
-    frame = batch.assign(**{OTHER_PHONES: batch.get(OTHER_PHONES, "")})
+    workspaces = np.array([share.workspace_id for share in imports], dtype=object)
+    frame = batch.assign(
+        **{OTHER_PHONES: batch.get(OTHER_PHONES, ""), "workspace": workspaces[batch["import"].to_numpy(dtype=np.int64)]}
+    ).sort_values(["workspace", "phone_number"], kind="stable", ignore_index=True)
+    not_inserted: list[NotInserted] = []
+    for start in range(0, len(frame), SQLITE_SLICE_ROWS):
+        not_inserted += _sqlite_insert_slice(conn, imports, frame.iloc[start : start + SQLITE_SLICE_ROWS], update)
+    return not_inserted
+
+
+def _sqlite_insert_slice(
+    conn: sa.Connection, imports: Sequence[BatchImport], frame: pd.DataFrame, update: bool
+) -> list[NotInserted]:
+    """``sqlite_insert`` of rows already in (workspace, phone) order, at most one lookup chunk."""
     not_inserted: list[NotInserted] = []
     new_rows: list[dict[str, Any]] = []
     merged: list[dict[str, Any]] = []
+    phone_at = BATCH_COLUMNS.index("phone_number")
     for position, rows in frame.groupby("import", sort=True):
         share = imports[int(position)]
         records = list(rows[list(BATCH_COLUMNS)].itertuples(index=False, name=None))
-        phone_at = BATCH_COLUMNS.index("phone_number")
-        existing: set[str] = set()
-        phones = [record[phone_at] for record in records]
-        for start in range(0, len(phones), LOOKUP_CHUNK):
-            existing.update(
-                conn.execute(
-                    sa.select(contacts.c.phone_number).where(
-                        contacts.c.workspace_id == share.workspace_id,
-                        contacts.c.phone_number.in_(phones[start : start + LOOKUP_CHUNK]),
-                    )
-                ).scalars()
-            )
+        existing: set[str] = set(
+            conn.execute(
+                sa.select(contacts.c.phone_number).where(
+                    contacts.c.workspace_id == share.workspace_id,
+                    contacts.c.phone_number.in_([record[phone_at] for record in records]),
+                )
+            ).scalars()
+        )
         for record, line, other in zip(records, rows["row"], rows[OTHER_PHONES], strict=True):
             values = dict(zip(BATCH_COLUMNS, record, strict=True))
             other_phones = {"other_phones": other.split(",")} if other else {}

@@ -6,8 +6,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pandas as pd
+import pytest
 
 from contact_import_pipeline.model import BATCH_COLUMNS, BatchImport, ImportProgress
+from contact_import_pipeline.storage import writers
 from contact_import_pipeline.storage.contacts import ContactsStore
 from contact_import_pipeline.storage.ledger import ImportClaim, Ledger
 from contact_import_tests.helpers import batch_frame, insert_rows
@@ -190,3 +192,27 @@ def test_batch_without_other_phones_column_stores_plain_metadata(database_url: s
     insert_rows(store, [_row("+12125550001")], workspace_id="ws1", import_tag="t1")
     insert_rows(store, [_row("+12125550001")], workspace_id="ws1", import_id="b", import_tag="t2", update=True)
     assert [r["metadata"] for r in store.query_contacts("ws1")] == [{"import_tag": "t1"}]
+
+
+def test_a_batch_of_several_slices_and_workspaces_lands_in_phone_order(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite takes a batch a few rows at a time (here 3): every row still lands, merges or is
+    skipped exactly once, and new contacts are created in (workspace, phone) order."""
+    monkeypatch.setattr(writers, "SQLITE_SLICE_ROWS", 3)
+    store = ContactsStore(database_url)
+    store.create_schema()
+    insert_rows(store, [_row("+12125550104", "Old"), _row("+12125550101", "Old")], workspace_id="ws2")
+    a, b = _share("a"), BatchImport("b:ws2/imports/g.csv", "ws2", "b", {"import_tag": "b"})
+    phones = ["+12125550105", "+12125550101", "+12125550103", "+12125550104", "+12125550102", "+12125550106"]
+    rows = [_row(phone, f"N{i}") for i, phone in enumerate(phones)]
+    frame = batch_frame(rows, range(2, 8)).assign(**{"import": [0, 1, 0, 1, 1, 0]})
+    outcomes = store.insert_batch(run_key="r", batch_index=0, imports=[a, b], batch=frame, update=True)
+    assert [(o.rows, o.imported, o.updated, o.skipped) for o in outcomes.values()] == [(3, 3, 0, 0), (3, 1, 2, 0)]
+    ws1 = store.query_contacts("ws1")
+    assert [c["phone_number"] for c in ws1] == ["+12125550103", "+12125550105", "+12125550106"]
+    assert {c["phone_number"]: (c["firstname"], c["tags"]) for c in store.query_contacts("ws2")} == {
+        "+12125550101": ("Old", ["pre", "b"]),
+        "+12125550102": ("N4", ["b"]),
+        "+12125550104": ("Old", ["pre", "b"]),
+    }
