@@ -20,7 +20,7 @@ FORKSERVER_PRELOAD = ("contact_import_pipeline.defs.jobs", "contact_import_pipel
 # A run of a file of at least CONTACT_STEP_PROCESSES_BYTES runs a process per step: forkserver
 # starts a step in ~0.5 s instead of ~1.1 s with spawn, and the tag limit keeps at most 5 insert
 # batches of the run in flight (the contacts_db pool limits writers across runs). Every other run
-# executes every step in its own process, which pays one start-up for all of them (settings.py).
+# executes all its steps in the run's own process, one start-up for all of them (settings.py).
 _MULTIPROCESS = {
     "max_concurrent": MAX_CONCURRENT_BATCHES,
     "start_method": {"forkserver": {"preload_modules": list(FORKSERVER_PRELOAD)}},

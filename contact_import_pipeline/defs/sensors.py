@@ -11,9 +11,10 @@ is a digest of its set of ``key@version``: the daemon's second guard against dup
 
 Packing. Each tick, the files that are ready go into runs in upload order: small files share a
 run, up to a cap on files and bytes; a large file gets a run of its own. A run executes in one
-process unless it is a file of at least ``CONTACT_STEP_PROCESSES_BYTES``, which gets a process per step. A workspace's files are imported strictly in upload order, so that
-its duplicates resolve as if its files had been imported one after another: a workspace with an
-unfinished run waits for it, and a tick gives each workspace one contiguous stretch of its files.
+process unless it is a file of at least ``CONTACT_STEP_PROCESSES_BYTES``, which gets a process per
+step. A workspace's files are imported strictly in upload order, so that its duplicates resolve as
+if its files had been imported one after another: a workspace with an unfinished run waits for it,
+and a tick gives each workspace one contiguous stretch of its files.
 """
 
 from __future__ import annotations
